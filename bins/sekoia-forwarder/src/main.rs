@@ -1,0 +1,62 @@
+//! `sekoia-forwarder`: the supervisor (default `run`), `check`, and the hidden worker
+//! subcommands the supervisor re-executes itself with.
+//!
+//! Every process is this one binary, so a worker always runs the same code as the supervisor
+//! that started it. Workers receive everything explicitly: the state directory (resolved
+//! configuration, rings, doorbell), their intake id, and their listening socket as fd 3
+//! (systemd's `LISTEN_FDS` convention).
+
+mod cli;
+mod ingest_worker;
+mod instance;
+mod logging;
+mod notify;
+mod supervisor;
+mod uplink_worker;
+mod worker_set;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => run_supervisor(&cli.settings, &cli.runtime),
+        Some(Command::Run(args)) => run_supervisor(&args.settings, &args.runtime),
+        Some(Command::Check(args)) => cli::check(&args.settings),
+        Some(Command::IngestWorker(args)) => {
+            logging::init("ingest");
+            report(ingest_worker::run(&args))
+        }
+        Some(Command::UplinkWorker(args)) => {
+            logging::init("uplink");
+            report(uplink_worker::run(&args))
+        }
+    }
+}
+
+fn run_supervisor(
+    settings: &sekoia_shared::config::SettingsArgs,
+    runtime: &cli::RuntimeArgs,
+) -> ExitCode {
+    logging::init("supervisor");
+    match cli::load_config(settings) {
+        Ok(config) => report(supervisor::run(config, runtime)),
+        Err(code) => code,
+    }
+}
+
+/// Prints a fatal error with its whole cause chain and turns it into exit status 1.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("sekoia-forwarder: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

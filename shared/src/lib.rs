@@ -1,0 +1,13 @@
+//! Library of the sekoia-forwarder: everything the supervisor and its worker processes share.
+//!
+//! The data path reads in folder order: `input` (listeners, RFC 6587 framing) → `syslog`
+//! (sanitise, parse, render the output line) → `queue` (shared-memory ring per intake) →
+//! `uplink` (TLS connection pool to the Sekoia intake). `config` reads `intakes.yaml`, the
+//! environment and the flags, and validates them before anything is bound.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod config;
+pub mod input;
+pub mod queue;
+pub mod syslog;
+pub mod uplink;

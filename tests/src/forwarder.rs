@@ -1,0 +1,312 @@
+//! Starts the real `sekoia-forwarder` binary in a private sandbox (config file, spool, shared
+//! memory and certificates in temporary folders), finds its worker processes, kills them, and
+//! stops it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::wait_until;
+
+/// The binary under test: `SEKOIA_FORWARDER_BIN`, else `target/<profile>/sekoia-forwarder`
+/// next to this test executable (`cargo build` builds it before `cargo test` runs).
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("SEKOIA_FORWARDER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/sekoia-forwarder
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let bin = profile_dir.join("sekoia-forwarder");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests",
+        bin.display()
+    );
+    bin
+}
+
+pub struct ForwarderBuilder {
+    yaml: String,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    sink_port: u16,
+    ca_file: Option<PathBuf>,
+    certs_dir: Option<PathBuf>,
+}
+
+impl ForwarderBuilder {
+    pub fn new(intakes_yaml: &str, sink_port: u16) -> Self {
+        Self {
+            yaml: intakes_yaml.to_string(),
+            env: Vec::new(),
+            args: Vec::new(),
+            sink_port,
+            ca_file: None,
+            certs_dir: None,
+        }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+
+    pub fn ca_file(mut self, p: &Path) -> Self {
+        self.ca_file = Some(p.to_path_buf());
+        self
+    }
+
+    pub fn certs_dir(mut self, p: &Path) -> Self {
+        self.certs_dir = Some(p.to_path_buf());
+        self
+    }
+
+    /// Starts it and waits until every worker said it serves.
+    pub fn start(self) -> Forwarder {
+        let dir = tempfile::tempdir().expect("sandbox");
+        let shm = tempfile::Builder::new()
+            .prefix("sekoia-test-")
+            .tempdir_in(if Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" })
+            .expect("shm dir");
+        let config = dir.path().join("intakes.yaml");
+        fs::write(&config, &self.yaml).expect("write intakes.yaml");
+        let spool = dir.path().join("spool");
+        fs::create_dir_all(&spool).expect("spool");
+        let mut f = Forwarder {
+            child: None,
+            config,
+            spool,
+            shm,
+            dir,
+            builder: self,
+        };
+        f.spawn();
+        f
+    }
+}
+
+pub struct Forwarder {
+    child: Option<Child>,
+    pub config: PathBuf,
+    pub spool: PathBuf,
+    pub shm: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
+    builder: ForwarderBuilder,
+}
+
+impl Forwarder {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(binary());
+        let b = &self.builder;
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TZ", "UTC")
+            .env("RUST_LOG", "info")
+            .env("RESOLVE_HOSTNAMES", "false")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--spool-dir")
+            .arg(&self.spool)
+            .arg("--shm-dir")
+            .arg(self.shm.path())
+            .arg("--region")
+            .arg("OTHER")
+            .arg("--endpoint")
+            .arg(format!("127.0.0.1:{}", b.sink_port))
+            .arg("--control-socket")
+            .arg(self.dir.path().join("control.sock"))
+            .arg("--stats-file")
+            .arg(self.dir.path().join("stats.log"))
+            .arg("--extended-conf")
+            .arg(self.dir.path().join("extended_conf"));
+        if let Some(ca) = &b.ca_file {
+            cmd.arg("--ca-file").arg(ca);
+        }
+        if let Some(c) = &b.certs_dir {
+            cmd.arg("--certs-dir").arg(c);
+        }
+        for (k, v) in &b.env {
+            cmd.env(k, v);
+        }
+        cmd.args(&b.args);
+        cmd
+    }
+
+    /// Trust another CA at the next `spawn`.
+    pub fn set_ca_file(&mut self, p: &Path) {
+        self.builder.ca_file = Some(p.to_path_buf());
+    }
+
+    fn log_path(&self, which: &str) -> PathBuf {
+        self.dir.path().join(which)
+    }
+
+    /// Starts the supervisor (again, after `kill9_all` or `terminate`).
+    pub fn spawn(&mut self) {
+        let stdout = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path("stdout.log"))
+            .expect("stdout log");
+        let stderr = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path("stderr.log"))
+            .expect("stderr log");
+        let serving_before = self.stderr().matches("ingest worker serving").count();
+        let intakes = self.builder.yaml.matches("port:").count();
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("start sekoia-forwarder");
+        self.child = Some(child);
+        let ready = wait_until(Duration::from_secs(20), || {
+            self.stderr().matches("ingest worker serving").count() >= serving_before + intakes
+                || self.exited()
+        });
+        assert!(
+            ready && !self.exited(),
+            "forwarder did not come up\nstderr:\n{}",
+            self.stderr()
+        );
+    }
+
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(self.log_path("stdout.log")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.log_path("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => true,
+        }
+    }
+
+    /// Worker pids whose command line contains `needle` (e.g. `ingest-worker`, `--intake-id 0`).
+    pub fn worker_pids(&self, needle: &str) -> Vec<i32> {
+        children_of(self.pid() as i32)
+            .into_iter()
+            .filter(|pid| cmdline(*pid).contains(needle))
+            .collect()
+    }
+
+    /// `kill -9` of the ingest worker of intake `id`; returns its pid.
+    pub fn kill9_ingest(&self, id: u16) -> i32 {
+        let needle = format!("ingest-worker --intake-id {id} ");
+        let pids = self.worker_pids(&needle);
+        assert_eq!(pids.len(), 1, "one ingest worker for intake {id}: {pids:?}");
+        kill9(pids[0]);
+        pids[0]
+    }
+
+    pub fn kill9_uplink(&self) -> i32 {
+        let pids = self.worker_pids("uplink-worker");
+        assert_eq!(pids.len(), 1, "one uplink worker: {pids:?}");
+        kill9(pids[0]);
+        pids[0]
+    }
+
+    /// SIGTERM to the supervisor; waits for its exit status.
+    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let mut status = None;
+        wait_until(limit, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        match status {
+            Some(s) => s,
+            None => {
+                let _ = child.kill();
+                panic!("forwarder did not stop within {limit:?}\n{}", self.stderr());
+            }
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let pid = child.id() as i32;
+            let workers = children_of(pid);
+            let _ = child.kill();
+            let _ = child.wait();
+            for w in workers {
+                kill9(w);
+            }
+        }
+    }
+}
+
+pub fn kill9(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Pids whose parent is `parent` (from /proc/<pid>/stat).
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = after.split_whitespace();
+        let state = fields.next();
+        if state == Some("Z") {
+            continue;
+        }
+        if fields.next().and_then(|p| p.parse::<i32>().ok()) == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn cmdline(pid: i32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+                + " "
+        })
+        .unwrap_or_default()
+}

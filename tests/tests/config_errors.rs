@@ -1,0 +1,74 @@
+//! Bad configuration: every problem listed (file, intake, field, fix), non-zero exit, and
+//! nothing bound. `check` validates without starting anything.
+
+use std::net::TcpListener;
+use std::process::Command;
+
+use sekoia_tests::{forwarder::binary, free_tcp_port};
+
+fn run(args: &[&str], yaml: &str) -> (i32, String, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("intakes.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"))
+        .arg("--shm-dir")
+        .arg(dir.path().join("shm"))
+        .arg("--certs-dir")
+        .arg(dir.path().join("certs"))
+        .arg("--extended-conf")
+        .arg(dir.path().join("extended_conf"))
+        .env_remove("REGION")
+        .env_remove("ENDPOINT")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        dir,
+    )
+}
+
+#[test]
+fn invalid_config_lists_every_problem_and_binds_nothing() {
+    let good_port = free_tcp_port();
+    let yaml = format!(
+        "intakes:\n- name: Good\n  protocol: tcp\n  port: {good_port}\n  intake_key: GoodKey0123456789\n\
+         - name: BadPort\n  protocol: tcp\n  port: 70000\n  intake_key: GoodKey0123456789\n\
+         - name: BadProto\n  protocol: sctp\n  port: 20517\n  intake_key: GoodKey0123456789\n\
+         - name: BadKey\n  protocol: udp\n  port: 20518\n  intake_key: 'bad\"key'\n\
+         - name: NoKey\n  protocol: udp\n  port: 20519\n"
+    );
+    let (code, _out, err, _dir) = run(&[], &yaml);
+    assert_ne!(code, 0, "{err}");
+    for needle in ["BadPort", "70000", "BadProto", "sctp", "BadKey", "NoKey", "intake_key", "intakes.yaml"] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    // The valid intake's port was never bound.
+    assert!(TcpListener::bind(("0.0.0.0", good_port)).is_ok());
+}
+
+#[test]
+fn check_accepts_a_valid_config_and_rejects_an_unknown_region() {
+    let port = free_tcp_port();
+    let yaml = format!("intakes:\n- name: Good\n  protocol: tcp\n  port: {port}\n  intake_key: GoodKey0123456789\n");
+    let (code, out, err, _dir) = run(&["check"], &yaml);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _out, err, _dir) = run(&["check", "--region", "MARS1"], &yaml);
+    assert_ne!(code, 0);
+    assert!(err.contains("MARS1"), "{err}");
+}
+
+#[test]
+fn misspelt_field_is_a_warning_with_a_suggestion() {
+    let port = free_tcp_port();
+    let yaml = format!("intakes:\n- name: Good\n  protocol: tcp\n  port: {port}\n  intake_key: GoodKey0123456789\n  degub: true\n");
+    let (code, _out, err, _dir) = run(&["check"], &yaml);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("degub") && err.contains("debug"), "{err}");
+}

@@ -82,6 +82,7 @@ impl ForwarderBuilder {
         fs::write(&config, &self.yaml).expect("write intakes.yaml");
         let spool = dir.path().join("spool");
         fs::create_dir_all(&spool).expect("spool");
+        fs::create_dir_all(dir.path().join("extended_conf")).expect("extended_conf");
         let mut f = Forwarder {
             child: None,
             config,

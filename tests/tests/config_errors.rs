@@ -10,6 +10,7 @@ fn run(args: &[&str], yaml: &str) -> (i32, String, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("intakes.yaml");
     std::fs::write(&cfg, yaml).unwrap();
+    std::fs::create_dir_all(dir.path().join("extended_conf")).unwrap();
     let out = Command::new(binary())
         .args(args)
         .arg("--config")

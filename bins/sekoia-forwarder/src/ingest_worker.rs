@@ -43,7 +43,7 @@ pub fn run(args: &IngestWorkerArgs) -> Result<()> {
     )?;
     let doorbell = Doorbell::create_or_open(&instance::doorbell_path(&args.state_dir))
         .context("cannot open the uplink doorbell")?;
-    let producer = RingProducer::attach(&ring_path, doorbell)
+    let producer = RingProducer::attach_with_doorbell(&ring_path, doorbell)
         .with_context(|| format!("cannot attach ring {}", ring_path.display()))?;
 
     let sink = Arc::new(RingSink {

@@ -32,13 +32,10 @@ pub fn run(args: &UplinkWorkerArgs) -> Result<()> {
     let doorbell = Doorbell::create_or_open(&instance::doorbell_path(&args.state_dir))
         .context("cannot open the uplink doorbell")?;
     let settings = &cfg.settings;
-    let uplink_cfg = UplinkConfig {
-        host: settings.destination.host.clone(),
-        port: settings.destination.port,
-        connections: settings.uplink_connections.max(1),
-        ca_file: settings.ca_file.clone(),
-        ..UplinkConfig::default()
-    };
+    let mut uplink_cfg =
+        UplinkConfig::new(settings.destination.host.clone(), settings.destination.port);
+    uplink_cfg.connections = settings.uplink_connections.max(1);
+    uplink_cfg.ca_file = settings.ca_file.clone();
     info!(destination = %format!("{}:{}", uplink_cfg.host, uplink_cfg.port),
         connections = uplink_cfg.connections, rings = sources.len(), "uplink worker starting");
     let counters = Arc::new(UplinkCounters::default());

@@ -1,0 +1,311 @@
+//! Where the uplink sends events: a Sekoia.io region (`REGION`, case-insensitive) or, for
+//! `OTHER`, a custom `ENDPOINT` written `HOST[:PORT]` (IPv6 literals in brackets:
+//! `[2001:db8::1]:6514`; a bare IPv6 literal is taken whole, with the default port).
+//!
+//! Unlike the reference, an unknown region is an error instead of a silent fallback to FRA1,
+//! and `OTHER` without an endpoint is an error too. The documented typo `EUA1` means `UAE1`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Port of every Sekoia.io syslog intake, and the default port of `ENDPOINT`.
+pub const UPLINK_PORT: u16 = 10514;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Region {
+    Fra1,
+    Fra2,
+    Mco1,
+    Uae1,
+    Usa1,
+    Sgp1,
+    Other,
+}
+
+const REGIONS: [(Region, &str, Option<&str>); 7] = [
+    (Region::Fra1, "FRA1", Some("intake.sekoia.io")),
+    (Region::Fra2, "FRA2", Some("intake.fra2.sekoia.io")),
+    (Region::Mco1, "MCO1", Some("intake.mco1.sekoia.io")),
+    (Region::Uae1, "UAE1", Some("intake.uae1.sekoia.io")),
+    (Region::Usa1, "USA1", Some("intake.usa1.sekoia.io")),
+    (Region::Sgp1, "SGP1", Some("intake.sgp1.sekoia.io")),
+    (Region::Other, "OTHER", None),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RegionError {
+    #[error("\"{0}\" is not a known region")]
+    UnknownRegion(String),
+    #[error("region OTHER needs an endpoint, and none is set")]
+    MissingEndpoint,
+    #[error("endpoint \"{text}\" is invalid: {reason}")]
+    BadEndpoint { text: String, reason: &'static str },
+}
+
+impl Region {
+    /// Case-insensitive name; `EUA1` (a typo in the users' documentation) is `UAE1`.
+    pub fn parse(text: &str) -> Result<Region, RegionError> {
+        let upper = text.trim().to_ascii_uppercase();
+        if upper == "EUA1" {
+            return Ok(Region::Uae1);
+        }
+        REGIONS
+            .iter()
+            .find(|(_, name, _)| *name == upper)
+            .map(|(region, _, _)| *region)
+            .ok_or_else(|| RegionError::UnknownRegion(text.trim().to_string()))
+    }
+
+    /// Upper-case name, e.g. `FRA1`.
+    pub fn name(self) -> &'static str {
+        REGIONS
+            .iter()
+            .find(|(region, _, _)| *region == self)
+            .map_or("OTHER", |(_, name, _)| name)
+    }
+
+    /// Intake host of the region; `None` for `OTHER`.
+    pub fn host(self) -> Option<&'static str> {
+        REGIONS
+            .iter()
+            .find(|(region, _, _)| *region == self)
+            .and_then(|(_, _, host)| *host)
+    }
+
+    /// The accepted names, for error messages.
+    pub fn known_names() -> String {
+        REGIONS
+            .iter()
+            .map(|(_, name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Destination of this region; `endpoint` is used (and required) only for `OTHER`.
+    pub fn destination(self, endpoint: Option<&str>) -> Result<Destination, RegionError> {
+        match self.host() {
+            Some(host) => Ok(Destination {
+                host: host.to_string(),
+                port: UPLINK_PORT,
+            }),
+            None => match endpoint.map(str::trim).filter(|e| !e.is_empty()) {
+                Some(text) => parse_endpoint(text),
+                None => Err(RegionError::MissingEndpoint),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Host and port the uplink connects to. `host` is a DNS name or an IP literal without
+/// brackets (it is also the TLS server name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Destination {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Parse `HOST[:PORT]`, `[IPV6][:PORT]` or a bare IPv6 literal; the port defaults to 10514.
+pub fn parse_endpoint(text: &str) -> Result<Destination, RegionError> {
+    let text = text.trim();
+    let bad = |reason| RegionError::BadEndpoint {
+        text: text.to_string(),
+        reason,
+    };
+    if text.contains("://") || text.contains('/') {
+        return Err(bad("give only HOST[:PORT], without scheme or path"));
+    }
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or(bad("missing ']'"))?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad("brackets must hold an IPv6 address"));
+        }
+        match after {
+            "" => (host, None),
+            _ => (
+                host,
+                Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or(bad("expected ':' after ']'"))?,
+                ),
+            ),
+        }
+    } else if text.matches(':').count() > 1 {
+        if text.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad("too many ':'; write an IPv6 address as [ADDRESS]:PORT"));
+        }
+        (text, None)
+    } else {
+        match text.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("the host is empty"));
+    }
+    if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("the host contains spaces"));
+    }
+    let port = match port {
+        None => UPLINK_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => return Err(bad("the port must be a number between 1 and 65535")),
+        },
+    };
+    Ok(Destination {
+        host: host.to_string(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dest(host: &str, port: u16) -> Destination {
+        Destination {
+            host: host.to_string(),
+            port,
+        }
+    }
+
+    #[test]
+    fn region_names_are_case_insensitive() {
+        assert_eq!(Region::parse("fra1"), Ok(Region::Fra1));
+        assert_eq!(Region::parse("Fra2"), Ok(Region::Fra2));
+        assert_eq!(Region::parse(" MCO1 "), Ok(Region::Mco1));
+        assert_eq!(Region::parse("usa1"), Ok(Region::Usa1));
+        assert_eq!(Region::parse("sgp1"), Ok(Region::Sgp1));
+        assert_eq!(Region::parse("other"), Ok(Region::Other));
+    }
+
+    #[test]
+    fn documented_typo_eua1_means_uae1() {
+        assert_eq!(Region::parse("EUA1"), Ok(Region::Uae1));
+        assert_eq!(Region::parse("eua1"), Ok(Region::Uae1));
+        assert_eq!(Region::parse("UAE1"), Ok(Region::Uae1));
+    }
+
+    #[test]
+    fn unknown_region_is_an_error_not_fra1() {
+        assert_eq!(
+            Region::parse("PAR1"),
+            Err(RegionError::UnknownRegion("PAR1".to_string()))
+        );
+        assert!(Region::parse("").is_err());
+    }
+
+    #[test]
+    fn every_region_sends_to_its_host_on_10514() {
+        assert_eq!(
+            Region::Fra1.destination(None),
+            Ok(dest("intake.sekoia.io", 10514))
+        );
+        assert_eq!(
+            Region::Fra2.destination(None),
+            Ok(dest("intake.fra2.sekoia.io", 10514))
+        );
+        assert_eq!(
+            Region::Mco1.destination(None),
+            Ok(dest("intake.mco1.sekoia.io", 10514))
+        );
+        assert_eq!(
+            Region::Uae1.destination(None),
+            Ok(dest("intake.uae1.sekoia.io", 10514))
+        );
+        assert_eq!(
+            Region::Usa1.destination(None),
+            Ok(dest("intake.usa1.sekoia.io", 10514))
+        );
+        assert_eq!(
+            Region::Sgp1.destination(None),
+            Ok(dest("intake.sgp1.sekoia.io", 10514))
+        );
+    }
+
+    #[test]
+    fn region_ignores_endpoint_unless_other() {
+        assert_eq!(
+            Region::Fra1.destination(Some("relay.example:6514")),
+            Ok(dest("intake.sekoia.io", 10514))
+        );
+    }
+
+    #[test]
+    fn other_without_endpoint_is_an_error() {
+        assert_eq!(
+            Region::Other.destination(None),
+            Err(RegionError::MissingEndpoint)
+        );
+        assert_eq!(
+            Region::Other.destination(Some("  ")),
+            Err(RegionError::MissingEndpoint)
+        );
+    }
+
+    #[test]
+    fn endpoint_port_defaults_to_10514() {
+        assert_eq!(
+            Region::Other.destination(Some("relay.example")),
+            Ok(dest("relay.example", 10514))
+        );
+        assert_eq!(
+            parse_endpoint("relay.example:6514"),
+            Ok(dest("relay.example", 6514))
+        );
+        assert_eq!(parse_endpoint("10.0.0.1:6514"), Ok(dest("10.0.0.1", 6514)));
+    }
+
+    #[test]
+    fn endpoint_accepts_ipv6_in_brackets_or_bare() {
+        assert_eq!(parse_endpoint("[::1]:6514"), Ok(dest("::1", 6514)));
+        assert_eq!(
+            parse_endpoint("[2001:db8::1]"),
+            Ok(dest("2001:db8::1", 10514))
+        );
+        assert_eq!(
+            parse_endpoint("2001:db8::1"),
+            Ok(dest("2001:db8::1", 10514))
+        );
+        assert_eq!(dest("::1", 6514).to_string(), "[::1]:6514");
+        assert_eq!(dest("relay", 1).to_string(), "relay:1");
+    }
+
+    #[test]
+    fn malformed_endpoints_are_errors() {
+        for bad in [
+            "relay:0",
+            "relay:70000",
+            "relay:abc",
+            ":6514",
+            "[::1",
+            "[::1]6514",
+            "[relay]:1",
+            "a:b:c",
+            "https://relay.example",
+            "relay example",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+}

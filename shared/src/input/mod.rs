@@ -1,0 +1,169 @@
+//! Input: the listeners of one intake (TCP, TLS or UDP) and RFC 6587 framing.
+//!
+//! Each intake is one port served by its own ingest worker process. The supervisor binds the
+//! socket; the worker hands the inherited `std` socket to [`serve_tcp`], [`serve_tls`] or
+//! [`serve_udp`], which run until the `shutdown` watch channel turns `true` (or its sender is
+//! dropped). Framed messages go to a [`MessageSink`] (on the other side: the worker, which
+//! renders them into the intake's ring) in batches: one `deliver` call per socket read.
+//!
+//! Promises:
+//! - A message is at most [`MAX_MESSAGE`] bytes; a longer one is delivered truncated (flag
+//!   set, counted) and its remainder skipped, never split into a second message.
+//! - TCP/TLS never drop what the sink refuses: the connection stops reading and offers the rest
+//!   again after short sleeps (back-pressure reaches the sender through TCP). UDP cannot wait:
+//!   refused datagrams are dropped and counted in [`InputCounters::dropped_full`].
+//! - One connection's problems (slow, hostile, stuck in a handshake, broken) never delay another.
+//! - Sender names come from [`Resolver::host_for`], which never blocks.
+
+mod budget;
+mod framing;
+mod resolver;
+mod tcp;
+#[cfg(test)]
+mod testing;
+mod tls;
+mod udp;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use budget::{BudgetLease, ReadBudget, DEFAULT_READ_BUDGET};
+pub use framing::{FrameDecoder, FrameSpan, BUFFER_LIMIT};
+pub use resolver::{Lookup, Resolver};
+pub use tcp::{serve_tcp, serve_tcp_with_budget};
+pub use tls::{load_server_tls, serve_tls, serve_tls_with_budget, HANDSHAKE_TIMEOUT};
+pub use udp::serve_udp;
+
+/// Largest message in bytes (the reference's `250k`); longer ones are truncated to this size.
+/// The `syslog` module keeps its own copy of the same value.
+pub const MAX_MESSAGE: usize = 256_000;
+
+/// One framed message, borrowed from the reader's buffer. `bytes` never contains the LF that
+/// ended an LF-framed message, nor the `LEN SP` header of an octet-counted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub bytes: &'a [u8],
+    /// The message was longer than [`MAX_MESSAGE`] and was cut to that size.
+    pub truncated: bool,
+}
+
+/// Where framed messages go (the ingest worker renders them into the ring).
+pub trait MessageSink: Send + Sync + 'static {
+    /// Returns how many leading frames were accepted; the rest did not fit now.
+    /// TCP/TLS: stop reading, wait (short sleeps, growing to ~50 ms) and offer the rest again.
+    /// UDP: drop the rest and count them.
+    fn deliver(&self, peer: SocketAddr, host: &str, frames: &[Frame<'_>]) -> usize;
+}
+
+/// Counters of one listener. All relaxed atomics: each is an independent statistic.
+#[derive(Debug, Default)]
+pub struct InputCounters {
+    /// Messages framed from the network (counted once, whether accepted or dropped later).
+    pub received: AtomicU64,
+    /// Messages longer than [`MAX_MESSAGE`], delivered truncated.
+    pub truncated: AtomicU64,
+    /// Octet-counted frames cut short by the connection closing; discarded.
+    pub partial_discarded: AtomicU64,
+    /// UDP messages the sink refused (queue full), and TCP messages still refused when the
+    /// shutdown grace ran out.
+    pub dropped_full: AtomicU64,
+    /// Connections open now (a gauge), TLS ones from accept, i.e. including the handshake.
+    pub connections_open: AtomicU64,
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+    /// Failed reads (connection reset, UDP receive errors): the connection is closed.
+    pub read_errors: AtomicU64,
+    /// Payload bytes read from sockets (after TLS decryption).
+    pub bytes_received: AtomicU64,
+}
+
+/// A point-in-time copy of [`InputCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InputCountersSnapshot {
+    pub received: u64,
+    pub truncated: u64,
+    pub partial_discarded: u64,
+    pub dropped_full: u64,
+    pub connections_open: u64,
+    pub connections_total: u64,
+    pub tls_handshake_failures: u64,
+    pub read_errors: u64,
+    pub bytes_received: u64,
+}
+
+impl InputCounters {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn snapshot(&self) -> InputCountersSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        InputCountersSnapshot {
+            received: get(&self.received),
+            truncated: get(&self.truncated),
+            partial_discarded: get(&self.partial_discarded),
+            dropped_full: get(&self.dropped_full),
+            connections_open: get(&self.connections_open),
+            connections_total: get(&self.connections_total),
+            tls_handshake_failures: get(&self.tls_handshake_failures),
+            read_errors: get(&self.read_errors),
+            bytes_received: get(&self.bytes_received),
+        }
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Errors of the input layer: setting up a listener or loading the TLS identity. Failures of
+/// single connections or datagrams are not errors of the listener: they are logged and counted.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("cannot use the inherited {kind} socket: {source}")]
+    AdoptSocket {
+        kind: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("waiting for UDP datagrams failed: {0}")]
+    Receive(#[source] std::io::Error),
+    #[error("cannot read TLS {what} file {}: {source}", path.display())]
+    ReadTlsFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS {what} file {} is not valid PEM: {source}", path.display())]
+    BadPem {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS certificate file {} contains no PEM CERTIFICATE block", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error(
+        "TLS key file {} contains no private key (expected a PEM 'RSA PRIVATE KEY', 'PRIVATE KEY' or 'EC PRIVATE KEY' block)",
+        path.display()
+    )]
+    NoPrivateKey { path: PathBuf },
+    #[error("TLS key {} cannot be used with certificate {}: {source}", key.display(), cert.display())]
+    KeyRejected {
+        key: PathBuf,
+        cert: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+/// Resolves when shutdown is requested: the channel turned `true` or its sender was dropped.
+pub(crate) async fn shutdown_requested(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    // An Err means the sender is gone: nobody can ask any more, so stop as well.
+    let _ = rx.wait_for(|stop| *stop).await;
+}

@@ -1,0 +1,231 @@
+//! Resolver behaviours, with an injected lookup function instead of DNS.
+
+use super::*;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Mutex;
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// Polls `host_for` until it answers `want` (lookups finish on other threads).
+fn wait_for_host(resolver: &Resolver, addr: IpAddr, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while &*resolver.host_for(addr) != want {
+        assert!(
+            Instant::now() < deadline,
+            "host_for({addr}) never became {want}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A lookup that answers from a mutable table and counts its calls.
+fn table_lookup(table: Arc<Mutex<HashMap<IpAddr, String>>>, calls: Arc<AtomicUsize>) -> Lookup {
+    Arc::new(move |addr| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        table.lock().unwrap().get(&addr).cloned()
+    })
+}
+
+#[test]
+fn disabled_resolver_returns_the_ip_text() {
+    let resolver = Resolver::new(false);
+    assert_eq!(&*resolver.host_for(ip("192.0.2.7")), "192.0.2.7");
+    assert_eq!(&*resolver.host_for(ip("2001:db8::1")), "2001:db8::1");
+}
+
+#[test]
+fn ipv4_mapped_ipv6_is_shown_as_ipv4() {
+    let resolver = Resolver::new(false);
+    assert_eq!(&*resolver.host_for(ip("::ffff:192.0.2.9")), "192.0.2.9");
+}
+
+#[test]
+fn first_answer_is_the_ip_then_the_cached_name_with_local_domain_stripped() {
+    let table = Arc::new(Mutex::new(HashMap::new()));
+    table
+        .lock()
+        .unwrap()
+        .insert(ip("192.0.2.1"), "FW01.Corp.Example.".to_string());
+    table
+        .lock()
+        .unwrap()
+        .insert(ip("192.0.2.2"), "db.other.example".to_string());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let resolver = Resolver::with_lookup(
+        table_lookup(table, calls.clone()),
+        Some("corp.example".to_string()),
+    );
+    assert_eq!(&*resolver.host_for(ip("192.0.2.1")), "192.0.2.1");
+    wait_for_host(&resolver, ip("192.0.2.1"), "fw01");
+    wait_for_host(&resolver, ip("::ffff:192.0.2.2"), "db.other.example");
+    for _ in 0..100 {
+        resolver.host_for(ip("192.0.2.1"));
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one lookup per sender while fresh"
+    );
+}
+
+#[test]
+fn failed_lookup_is_cached_for_the_negative_ttl_then_retried() {
+    let table = Arc::new(Mutex::new(HashMap::new()));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let resolver = Resolver::with_lookup(table_lookup(table.clone(), calls.clone()), None)
+        .with_ttls(Duration::from_secs(600), Duration::from_millis(200));
+    let addr = ip("198.51.100.4");
+    assert_eq!(&*resolver.host_for(addr), "198.51.100.4");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while calls.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(&*resolver.host_for(addr), "198.51.100.4");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "negative answer is cached");
+    table
+        .lock()
+        .unwrap()
+        .insert(addr, "late.example".to_string());
+    std::thread::sleep(Duration::from_millis(250));
+    wait_for_host(&resolver, addr, "late.example");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn expired_name_is_served_while_its_refresh_runs() {
+    let answer = Arc::new(Mutex::new(("old.example".to_string(), Duration::ZERO)));
+    let lookup: Lookup = {
+        let answer = answer.clone();
+        Arc::new(move |_| {
+            let (name, delay) = answer.lock().unwrap().clone();
+            std::thread::sleep(delay);
+            Some(name)
+        })
+    };
+    let resolver = Resolver::with_lookup(lookup, None)
+        .with_ttls(Duration::from_millis(100), Duration::from_millis(100));
+    let addr = ip("203.0.113.5");
+    resolver.host_for(addr);
+    wait_for_host(&resolver, addr, "old.example");
+    *answer.lock().unwrap() = ("new.example".to_string(), Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(
+        &*resolver.host_for(addr),
+        "old.example",
+        "stale name while refreshing"
+    );
+    wait_for_host(&resolver, addr, "new.example");
+}
+
+#[test]
+fn host_for_never_waits_for_a_slow_lookup() {
+    let lookup: Lookup = Arc::new(|_| {
+        std::thread::sleep(Duration::from_secs(2));
+        Some("slow.example".to_string())
+    });
+    let resolver = Resolver::with_lookup(lookup, None);
+    let started = Instant::now();
+    for n in 0..50u8 {
+        resolver.host_for(IpAddr::from([10, 0, 0, n]));
+    }
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[test]
+fn concurrent_lookups_are_bounded_and_the_rest_retried_later() {
+    let active = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let lookup: Lookup = {
+        let (active, peak) = (active.clone(), peak.clone());
+        Arc::new(move |addr| {
+            let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(50));
+            active.fetch_sub(1, Ordering::SeqCst);
+            Some(format!("h{}", addr.to_string().replace('.', "-")))
+        })
+    };
+    let resolver = Resolver::with_lookup(lookup, None);
+    let addrs: Vec<IpAddr> = (1..=20u8).map(|n| IpAddr::from([10, 1, 0, n])).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let named = addrs
+            .iter()
+            .filter(|a| resolver.host_for(**a).starts_with('h'))
+            .count();
+        if named == addrs.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {named} names after 10 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(peak.load(Ordering::SeqCst) <= MAX_CONCURRENT_LOOKUPS);
+}
+
+#[test]
+fn spoofed_or_malformed_ptr_names_are_refused() {
+    assert_eq!(display_name("192.0.2.1", None), None);
+    assert_eq!(display_name("::1", None), None);
+    assert_eq!(display_name("evil host", None), None);
+    assert_eq!(display_name(".", None), None);
+    assert_eq!(
+        display_name("ok-host_1.example.", None).as_deref(),
+        Some("ok-host_1.example")
+    );
+}
+
+#[test]
+fn local_domain_is_stripped_only_on_a_label_boundary() {
+    let domain = Some("example.com");
+    assert_eq!(display_name("a.example.com", domain).as_deref(), Some("a"));
+    assert_eq!(
+        display_name("a.b.EXAMPLE.com.", domain).as_deref(),
+        Some("a.b")
+    );
+    assert_eq!(
+        display_name("notexample.com", domain).as_deref(),
+        Some("notexample.com")
+    );
+    assert_eq!(
+        display_name("example.com", domain).as_deref(),
+        Some("example.com")
+    );
+}
+
+#[test]
+fn resolv_conf_last_domain_or_first_search_entry_wins() {
+    assert_eq!(resolv_conf_domain("nameserver 1.1.1.1\n"), None);
+    assert_eq!(
+        resolv_conf_domain("domain corp.example\n").as_deref(),
+        Some("corp.example")
+    );
+    let both = "domain a.example\nsearch b.example c.example\n";
+    assert_eq!(resolv_conf_domain(both).as_deref(), Some("b.example"));
+    assert_eq!(
+        resolv_conf_domain("search x.example.\n# c\n").as_deref(),
+        Some("x.example")
+    );
+}
+
+#[test]
+fn system_lookup_of_loopback_answers_without_failing() {
+    // Environment-dependent: only checks that the real getnameinfo path runs and that any
+    // answer it gives survives display_name.
+    if let Some(name) = system_reverse_lookup(ip("127.0.0.1")) {
+        assert!(!name.is_empty());
+        assert!(
+            display_name(&name, None).is_some(),
+            "loopback name {name:?}"
+        );
+    }
+    let resolver = Resolver::new(true);
+    assert_eq!(
+        &*resolver.host_for(ip("127.0.0.1")),
+        "127.0.0.1",
+        "first answer is the IP"
+    );
+}

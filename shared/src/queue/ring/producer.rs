@@ -1,0 +1,226 @@
+//! The producer side of a ring: the ingest worker appends records and publishes them.
+//!
+//! `try_push` writes a whole record (header, payload, zero padding) at the producer's private
+//! cursor and does not make it visible; `publish` makes every pushed record visible with one
+//! Release store of `head`, then rings the doorbell (a no-op unless the uplink sleeps).
+//! If a record does not fit before the end of the data area, the producer first fills the
+//! rest with a PAD record, or, when fewer than 32 bytes (a header) remain, leaves them as
+//! *implicit padding* that both sides skip. Records therefore never straddle the end, and
+//! position `k * capacity` is always a record boundary.
+//!
+//! Crash behaviour: bytes pushed but not published are invisible; a re-attached producer
+//! continues from the published `head` and overwrites them. The producer's view of
+//! `committed` is a cache, re-read (Acquire) only when the cache says the ring is full.
+
+use std::path::Path;
+
+use super::layout::MappedRing;
+use super::locks::Role;
+use super::memory::{check_indices, RingMemory};
+use crate::queue::doorbell::Doorbell;
+use crate::queue::record::{
+    encode_data_header, encode_pad_header, pad8, record_len, RECORD_HEADER_LEN,
+};
+use crate::queue::sync::Ordering;
+use crate::queue::{RecordMeta, RingError};
+
+const HDR: u64 = RECORD_HEADER_LEN as u64;
+const ZEROS: [u8; 8] = [0; 8];
+
+/// The protocol half, generic over the memory so loom can run it (see memory.rs).
+pub(crate) struct ProducerCore<M: RingMemory> {
+    mem: M,
+    capacity: u64,
+    /// Position after the last pushed record (published or not).
+    head: u64,
+    /// `head % capacity`, kept incrementally.
+    offset: u64,
+    /// Last value stored to the shared `head`.
+    published: u64,
+    /// Last `committed` loaded from the consumer; only ever grows.
+    committed_cache: u64,
+    next_seq: u64,
+    max_payload: usize,
+}
+
+impl<M: RingMemory> ProducerCore<M> {
+    pub(crate) fn new(mem: M) -> Result<Self, String> {
+        let capacity = mem.capacity();
+        // Our own previous value (or a dead predecessor's); Acquire so that a successor
+        // producer sees everything its predecessor published.
+        let head = mem.load_head(Ordering::Acquire);
+        // Pairs with the consumer's Release store in `commit`.
+        let committed = mem.load_committed(Ordering::Acquire);
+        check_indices(head, committed, capacity)?;
+        let max_payload = (capacity / 2 - HDR).min(u32::MAX as u64) as usize;
+        Ok(ProducerCore {
+            next_seq: mem.load_next_seq(),
+            mem,
+            capacity,
+            head,
+            offset: head % capacity,
+            published: head,
+            committed_cache: committed,
+            max_payload,
+        })
+    }
+
+    pub(crate) fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    fn free_with(&self, committed: u64) -> u64 {
+        // `min` keeps a misbehaving consumer (committed beyond head) from inventing space.
+        self.capacity - (self.head - committed.min(self.head))
+    }
+
+    pub(crate) fn free_bytes(&self) -> u64 {
+        // Pairs with the consumer's Release store in `commit`.
+        self.free_with(self.mem.load_committed(Ordering::Acquire))
+    }
+
+    pub(crate) fn try_push(
+        &mut self,
+        meta: &RecordMeta,
+        payload: &[u8],
+    ) -> Result<bool, RingError> {
+        if payload.len() > self.max_payload {
+            return Err(RingError::PayloadTooLarge {
+                len: payload.len(),
+                max: self.max_payload,
+            });
+        }
+        let total = record_len(payload.len()) as u64;
+        let to_end = self.capacity - self.offset;
+        let skip = if to_end < total { to_end } else { 0 };
+        let need = skip + total;
+        if self.free_with(self.committed_cache) < need {
+            // Pairs with the consumer's Release store in `commit`: its reads of the bytes it
+            // freed happen before our writes into them.
+            self.committed_cache = self.mem.load_committed(Ordering::Acquire);
+            if self.free_with(self.committed_cache) < need {
+                return Ok(false);
+            }
+        }
+        if skip > 0 {
+            if skip >= HDR {
+                let pad =
+                    encode_pad_header((skip - HDR) as u32, self.mem.intake_id(), self.next_seq);
+                // SAFETY: `offset + 32 <= capacity` (skip >= HDR), and these bytes are free
+                // space: `need` bytes from `head` were checked against `committed` above.
+                unsafe { self.mem.write(self.offset, &pad) };
+            }
+            // else: fewer than a header's bytes remain; they are implicit padding.
+            self.head += skip;
+            self.offset = 0;
+        }
+        let header = encode_data_header(meta, self.next_seq, payload).map_err(|_| {
+            RingError::PayloadTooLarge {
+                len: payload.len(),
+                max: self.max_payload,
+            }
+        })?;
+        let fill = pad8(payload.len()) - payload.len();
+        // SAFETY: the record's `total` bytes fit before the end (`skip` moved us to offset 0
+        // otherwise, and total <= capacity / 2), and they are free space checked above.
+        unsafe {
+            self.mem.write(self.offset, &header);
+            self.mem.write(self.offset + HDR, payload);
+            self.mem
+                .write(self.offset + HDR + payload.len() as u64, &ZEROS[..fill]);
+        }
+        self.head += total;
+        self.offset += total;
+        if self.offset == self.capacity {
+            self.offset = 0;
+        }
+        self.next_seq += 1;
+        Ok(true)
+    }
+
+    /// Publishes everything pushed. Returns false when there was nothing new.
+    pub(crate) fn publish(&mut self) -> bool {
+        if self.head == self.published {
+            return false;
+        }
+        // Before head: a crash in between leaves a gap in sequence numbers, never a repeat.
+        self.mem.store_next_seq(self.next_seq);
+        // Pairs with the consumer's Acquire load of head in `read`: the record bytes written
+        // by `try_push` are visible to it before it sees the new head.
+        self.mem.store_head(self.head, Ordering::Release);
+        self.published = self.head;
+        true
+    }
+}
+
+/// The single producer of one ring (the intake's ingest worker).
+pub struct RingProducer {
+    core: ProducerCore<MappedRing>,
+    doorbell: Option<Doorbell>,
+}
+
+impl RingProducer {
+    /// Attaches to an existing ring as its only producer (no doorbell: set one with
+    /// [`RingProducer::set_doorbell`] or use [`RingProducer::attach_with_doorbell`]).
+    pub fn attach(path: &Path) -> Result<Self, RingError> {
+        let ring = MappedRing::attach(path, Role::Producer)?;
+        let core = ProducerCore::new(ring).map_err(|reason| RingError::BadHeader {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        Ok(RingProducer {
+            core,
+            doorbell: None,
+        })
+    }
+
+    /// Attaches and rings `doorbell` on every `publish` that made something visible.
+    pub fn attach_with_doorbell(path: &Path, doorbell: Doorbell) -> Result<Self, RingError> {
+        let mut producer = Self::attach(path)?;
+        producer.set_doorbell(doorbell);
+        Ok(producer)
+    }
+
+    /// Sets (or replaces) the doorbell rung by `publish`.
+    pub fn set_doorbell(&mut self, doorbell: Doorbell) {
+        self.doorbell = Some(doorbell);
+    }
+
+    /// Appends one record (not yet visible). `Ok(false)`: no room now; the caller applies
+    /// back-pressure and retries after the consumer commits. A payload larger than
+    /// [`RingProducer::max_payload`] is an error, never a wait.
+    pub fn try_push(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<bool, RingError> {
+        self.core.try_push(meta, payload)
+    }
+
+    /// Makes everything pushed visible to the consumer (one Release store) and rings the
+    /// doorbell if the consumer sleeps.
+    pub fn publish(&mut self) {
+        if self.core.publish() {
+            if let Some(bell) = &self.doorbell {
+                bell.ring();
+            }
+        }
+    }
+
+    /// Bytes free right now (re-reads `committed`).
+    pub fn free_bytes(&self) -> u64 {
+        self.core.free_bytes()
+    }
+
+    /// Largest payload `try_push` accepts: capacity / 2 minus the record header.
+    pub fn max_payload(&self) -> usize {
+        self.core.max_payload()
+    }
+
+    /// The ring file this producer is attached to.
+    pub fn path(&self) -> &Path {
+        self.core.mem_path()
+    }
+}
+
+impl ProducerCore<MappedRing> {
+    fn mem_path(&self) -> &Path {
+        self.mem.path()
+    }
+}

@@ -1,0 +1,149 @@
+//! Dispatcher unit tests: no network, the test plays the connections through the channels.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::{Batch, Dispatcher, Outcome};
+use crate::uplink::tests::harness::{MemSource, MemWake};
+use crate::uplink::{UplinkConfig, UplinkCounters};
+
+struct Rig {
+    dispatcher: Dispatcher,
+    work: async_channel::Receiver<Batch>,
+    outcomes: mpsc::Sender<Outcome>,
+    counters: Arc<UplinkCounters>,
+}
+
+/// `quantum` bytes per turn, room for `slots` batches in the work channel.
+fn rig(sources: &[MemSource], quantum: usize, slots: usize) -> Rig {
+    let mut cfg = UplinkConfig::new("intake.test", 10514);
+    cfg.quantum_bytes = quantum;
+    let (work_tx, work) = async_channel::bounded(slots);
+    let (outcomes, outcome_rx) = mpsc::channel();
+    let counters = Arc::new(UplinkCounters::new());
+    let dispatcher = Dispatcher::new(
+        &cfg,
+        sources.iter().map(MemSource::boxed).collect(),
+        work_tx,
+        outcome_rx,
+        Arc::new(MemWake::default()),
+        Arc::clone(&counters),
+        Arc::new(AtomicBool::new(false)),
+        watch::channel(false).0,
+    );
+    Rig {
+        dispatcher,
+        work,
+        outcomes,
+        counters,
+    }
+}
+
+impl Rig {
+    fn take(&self) -> Batch {
+        self.work.try_recv().expect("a batch was dispatched")
+    }
+    fn report(&mut self, outcome: Outcome) {
+        self.outcomes.send(outcome).unwrap();
+        assert!(self.dispatcher.absorb_outcomes());
+    }
+}
+
+#[test]
+fn commits_only_the_contiguous_confirmed_prefix() {
+    let source = MemSource::new("s", 3, 0);
+    // A quantum of one byte: one record per batch.
+    let mut rig = rig(std::slice::from_ref(&source), 1, 8);
+    rig.dispatcher.fill();
+    let (b0, b1, b2) = (rig.take(), rig.take(), rig.take());
+    assert_eq!([b0.span.start, b1.span.start, b2.span.start], [0, 1, 2]);
+    rig.report(Outcome::Confirmed(b2));
+    assert!(
+        source.commits().is_empty(),
+        "2 confirmed but 0 and 1 are not"
+    );
+    rig.report(Outcome::Confirmed(b0));
+    assert_eq!(source.commits(), [1]);
+    rig.report(Outcome::Confirmed(b1));
+    assert_eq!(source.commits(), [1, 3]);
+    assert_eq!(rig.counters.events_sent.load(Ordering::Relaxed), 3);
+}
+
+#[test]
+fn failed_batches_are_resent_before_new_data() {
+    let source = MemSource::new("s", 10, 0);
+    let mut rig = rig(std::slice::from_ref(&source), 1, 1);
+    rig.dispatcher.fill();
+    let first = rig.take();
+    rig.dispatcher.fill();
+    let second = rig.take();
+    assert_eq!((first.span.start, second.span.start), (0, 1));
+    rig.report(Outcome::Failed(vec![first, second]));
+    assert_eq!(rig.counters.resent_events.load(Ordering::Relaxed), 2);
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        rig.dispatcher.fill();
+        order.push(rig.take().span.start);
+    }
+    assert_eq!(
+        order,
+        [0, 1, 2],
+        "re-sends first, oldest first, then new data"
+    );
+    assert!(source.commits().is_empty());
+}
+
+#[test]
+fn round_robin_gives_each_source_one_quantum_per_turn() {
+    let noisy = MemSource::new("noisy", 1_000, 100);
+    let quiet = MemSource::new("quiet", 2, 100);
+    let other = MemSource::new("other", 1_000, 100);
+    let mut rig = rig(&[noisy, quiet, other], 1_000, 8);
+    rig.dispatcher.fill();
+    let mut turns = Vec::new();
+    while let Ok(batch) = rig.work.try_recv() {
+        assert!(
+            batch.data.len() <= 1_000 + 300,
+            "one quantum (plus one record) per batch"
+        );
+        turns.push(batch.source);
+    }
+    assert_eq!(turns, [0, 1, 2, 0, 2, 0, 2, 0]);
+}
+
+#[test]
+fn drained_only_when_every_source_is_empty_and_everything_confirmed() {
+    let a = MemSource::new("a", 2, 0);
+    let b = MemSource::new("b", 1, 0);
+    let mut rig = rig(&[a.clone(), b.clone()], 1 << 20, 8);
+    assert!(!rig.dispatcher.all_delivered(), "nothing read yet");
+    rig.dispatcher.fill();
+    let batches: Vec<_> = std::iter::from_fn(|| rig.work.try_recv().ok()).collect();
+    assert_eq!(batches.len(), 2);
+    assert!(!rig.dispatcher.all_delivered(), "in flight");
+    for batch in batches {
+        rig.report(Outcome::Confirmed(batch));
+    }
+    assert!(rig.dispatcher.all_delivered());
+    assert_eq!((a.committed_pos(), b.committed_pos()), (2, 1));
+}
+
+#[test]
+fn source_that_fails_to_read_is_paused_and_reported_while_others_flow() {
+    let broken = MemSource::new("broken", 5, 0);
+    let fine = MemSource::new("fine", 5, 0);
+    broken.set_fail_reads(true);
+    let mut rig = rig(&[broken, fine], 1 << 20, 8);
+    rig.dispatcher.fill();
+    let batch = rig.take();
+    assert_eq!((batch.source, batch.span.records), (1, 5));
+    let error = rig.counters.snapshot().last_error.unwrap();
+    assert!(
+        error.contains("reading broken at 0: injected read failure"),
+        "{error}"
+    );
+    assert!(!rig.dispatcher.all_delivered());
+}

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use sekoia_shared::config::{self, ForwarderConfig, SettingsArgs};
+use sekoia_shared::{input, uplink};
 
 /// Exit status for an invalid configuration (nothing was bound).
 pub const EXIT_BAD_CONFIG: u8 = 2;
@@ -53,6 +54,9 @@ pub struct RunArgs {
 pub struct CheckArgs {
     #[command(flatten)]
     pub settings: SettingsArgs,
+    /// Accepted so that `check` takes the same command line as `run`.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// Where the supervisor keeps its shared-memory state.
@@ -82,14 +86,44 @@ pub struct UplinkWorkerArgs {
     pub state_dir: PathBuf,
 }
 
-/// Resolves settings and loads the intake files, printing every problem on failure.
+/// Resolves settings, loads the intake files and loads every certificate the workers will
+/// need, printing every problem on failure (before anything is bound or started).
 pub fn load_config(args: &SettingsArgs) -> Result<ForwarderConfig, ExitCode> {
     let settings = args.resolve().map_err(|e| bad_config(&e))?;
     let cfg = config::load(settings).map_err(|e| bad_config(&e))?;
+    let problems = certificate_problems(&cfg);
+    if !problems.is_empty() {
+        return Err(bad_config(&config::ConfigErrors(problems)));
+    }
     for warning in &cfg.warnings {
         eprintln!("warning: {warning}");
     }
     Ok(cfg)
+}
+
+/// Parses the TLS intakes' key pairs and the uplink's trust store, as the workers will.
+fn certificate_problems(cfg: &ForwarderConfig) -> Vec<config::Problem> {
+    let mut problems = Vec::new();
+    for intake in &cfg.intakes {
+        let Some(files) = &intake.tls else { continue };
+        if let Err(e) = input::load_server_tls(&files.key, &files.cert) {
+            problems.push(config::Problem::in_entry(
+                &intake.source,
+                &intake.name,
+                Some("tls_key_name"),
+                format!("the TLS key pair cannot be used: {e}"),
+                "give a PEM certificate and its matching private key (RSA, EC or PKCS#8) in CERTS_DIR",
+            ));
+        }
+    }
+    if let Err(e) = uplink::client_config(cfg.settings.ca_file.as_deref()) {
+        problems.push(config::Problem::setting(
+            "--ca-file / SEKOIA_CA_FILE",
+            format!("the uplink trust store cannot be built: {e}"),
+            "give a readable PEM file with the CA certificate(s) of the destination",
+        ));
+    }
+    problems
 }
 
 fn bad_config(errors: &config::ConfigErrors) -> ExitCode {

@@ -12,7 +12,8 @@
 //! there unchanged to the uplink. [`LocalClock`] formats the reception time.
 //!
 //! Invariants: `render_event` never fails and never panics, whatever the bytes; it appends
-//! exactly one `LEN SP LINE` where LINE ends with its only `\n`; once `scratch` and `out`
+//! exactly one `LEN SP LINE` where LINE ends with its only `\n` (unless cut at `MAX_MESSAGE`
+//! bytes, as the reference does); once `scratch` and `out`
 //! have grown to the largest message seen it does not allocate. Each rule is documented in
 //! the file that implements it, with the rsyslog behaviour it reproduces (checked against
 //! rsyslogd 8.2302 and rsyslog's `parser.c`, `datetime.c`, `pmrfc5424.c`, `pmrfc3164.c`,

@@ -9,8 +9,12 @@
 //! already `#011` after sanitising, so only spaces remain to strip); trailing whitespace is
 //! kept and an empty MSG leaves `...] \n`. The length is known before writing, so LEN is
 //! written first and nothing is moved afterwards.
+//!
+//! A line longer than [`MAX_MESSAGE`] is cut to exactly that many bytes, losing its final
+//! `\n`, because the reference's omfwd does so (`if len > maxMessageSize: len = maxMessageSize`,
+//! checked on the wire against rsyslogd 8.2302): the intake receives the same 256000 bytes.
 
-use crate::syslog::{EventContext, Fields};
+use crate::syslog::{EventContext, Fields, MAX_MESSAGE};
 
 const SD_OPEN: &[u8] = b" LOG [SEKOIA@53288 intake_key=\"";
 const SD_CLOSE: &[u8] = b"\"] ";
@@ -28,17 +32,18 @@ pub(crate) fn write_line(
 
     let mut pri_buf = [0u8; 20];
     let pri_text = decimal(u64::from(pri), &mut pri_buf);
-    let line_len = 1 + pri_text.len() + 3 // "<" PRI ">1 "
+    let full_len = 1 + pri_text.len() + 3 // "<" PRI ">1 "
         + ctx.timestamp.len() + 1
         + host.len() + 1
         + f.app_name.len() + 1
         + f.procid.len()
         + SD_OPEN.len() + ctx.intake_key.len() + SD_CLOSE.len()
         + msg.len() + 1;
+    let line_len = full_len.min(MAX_MESSAGE);
     let mut len_buf = [0u8; 20];
     let len_text = decimal(line_len as u64, &mut len_buf);
 
-    out.reserve(len_text.len() + 1 + line_len);
+    out.reserve(len_text.len() + 1 + full_len);
     out.extend_from_slice(len_text);
     out.push(b' ');
     let start = out.len();
@@ -57,7 +62,8 @@ pub(crate) fn write_line(
     out.extend_from_slice(SD_CLOSE);
     out.extend_from_slice(msg);
     out.push(b'\n');
-    debug_assert_eq!(out.len() - start, line_len);
+    debug_assert_eq!(out.len() - start, full_len);
+    out.truncate(start + line_len);
     start..out.len()
 }
 
@@ -113,6 +119,22 @@ mod tests {
             &out[r],
             b"<0>1 TS 10.0.0.1 - - LOG [SEKOIA@53288 intake_key=\"KEY\"] \n"
         );
+    }
+
+    #[test]
+    fn line_longer_than_max_message_is_cut_like_omfwd() {
+        let long = vec![b'm'; MAX_MESSAGE];
+        let f = Fields {
+            hostname: Some(b"h"),
+            app_name: b"a",
+            procid: b"-",
+            msg: &long,
+        };
+        let mut out = Vec::new();
+        let r = write_line(13, &f, &CTX, &mut out);
+        assert_eq!(r.len(), MAX_MESSAGE);
+        assert_eq!(&out[..r.start], b"256000 ");
+        assert_eq!(out.last(), Some(&b'm'), "the cut drops the final LF, as the reference");
     }
 
     #[test]

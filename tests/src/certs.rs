@@ -36,9 +36,10 @@ impl TestCerts {
                 Err(_) => SanType::DnsName((*name).try_into().expect("dns name")),
             });
         }
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().copied().unwrap_or("localhost"));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("localhost"),
+        );
         let cert = params.signed_by(&key, &ca, &ca_key).expect("server cert");
 
         let dir = tempfile::tempdir().expect("cert dir");

@@ -58,6 +58,9 @@ mod tests {
 
     #[test]
     fn escapes_become_bytes() {
-        assert_eq!(unescape(br"a\tb\r\0\\\x41\xzz"), b"a\tb\r\0\\A\\xzz".to_vec());
+        assert_eq!(
+            unescape(br"a\tb\r\0\\\x41\xzz"),
+            b"a\tb\r\0\\A\\xzz".to_vec()
+        );
     }
 }

@@ -76,7 +76,11 @@ impl ForwarderBuilder {
         let dir = tempfile::tempdir().expect("sandbox");
         let shm = tempfile::Builder::new()
             .prefix("sekoia-test-")
-            .tempdir_in(if Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" })
+            .tempdir_in(if Path::new("/dev/shm").is_dir() {
+                "/dev/shm"
+            } else {
+                "/tmp"
+            })
             .expect("shm dir");
         let config = dir.path().join("intakes.yaml");
         fs::write(&config, &self.yaml).expect("write intakes.yaml");
@@ -228,6 +232,40 @@ impl Forwarder {
         pids[0]
     }
 
+    /// The payloads published in this instance's rings, read straight from the ring files
+    /// (only valid while no ring has wrapped: asserted). This is what the ingest workers had
+    /// handed over, whatever happened to them afterwards.
+    pub fn ring_payloads(&self) -> Vec<Vec<u8>> {
+        const OFF_CAPACITY: usize = 16;
+        const OFF_HEAD: usize = 128;
+        const HEADER_LEN: usize = 4096;
+        const RECORD_HEADER_LEN: usize = 32;
+        let mut payloads = Vec::new();
+        for path in find_files(self.shm.path(), "ring") {
+            let bytes = fs::read(&path).expect("read ring file");
+            let word =
+                |off: usize| u64::from_le_bytes(bytes[off..off + 8].try_into().expect("u64"));
+            let (capacity, head) = (word(OFF_CAPACITY), word(OFF_HEAD));
+            assert!(
+                head <= capacity,
+                "{} wrapped: cannot list its content",
+                path.display()
+            );
+            let data = &bytes[HEADER_LEN..HEADER_LEN + head as usize];
+            let mut pos = 0;
+            while pos + RECORD_HEADER_LEN <= data.len() {
+                let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("u32")) as usize;
+                let kind = data[pos + 9];
+                let start = pos + RECORD_HEADER_LEN;
+                if kind == 1 {
+                    payloads.push(data[start..start + len].to_vec());
+                }
+                pos = start + len.div_ceil(8) * 8;
+            }
+        }
+        payloads
+    }
+
     /// SIGTERM to the supervisor; waits for its exit status.
     pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -262,6 +300,23 @@ impl Drop for Forwarder {
             }
         }
     }
+}
+
+/// Files under `dir` (recursively) whose extension is `ext`.
+pub fn find_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(find_files(&p, ext));
+        } else if p.extension().is_some_and(|x| x == ext) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 pub fn kill9(pid: i32) {

@@ -50,11 +50,20 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 /// checks the timestamp has the reference's exact shape.
 pub fn mask_timestamp(line: &[u8]) -> (String, Vec<u8>) {
     // <PRI>1 TIMESTAMP ...
-    let first_space = line.iter().position(|&b| b == b' ').expect("space after version");
+    let first_space = line
+        .iter()
+        .position(|&b| b == b' ')
+        .expect("space after version");
     let rest = &line[first_space + 1..];
-    let ts_len = rest.iter().position(|&b| b == b' ').expect("space after timestamp");
+    let ts_len = rest
+        .iter()
+        .position(|&b| b == b' ')
+        .expect("space after timestamp");
     let ts = String::from_utf8_lossy(&rest[..ts_len]).into_owned();
-    assert!(is_reference_timestamp(&ts), "timestamp {ts:?} has not the reference's shape");
+    assert!(
+        is_reference_timestamp(&ts),
+        "timestamp {ts:?} has not the reference's shape"
+    );
     let mut masked = line[..=first_space].to_vec();
     masked.extend_from_slice(b"TS");
     masked.extend_from_slice(&rest[ts_len..]);

@@ -179,7 +179,10 @@ fn serve(stream: TcpStream, config: Arc<rustls::ServerConfig>, shared: Arc<Share
 /// One `LEN SP LINE` frame from the front of `buf`: the line and the bytes it used.
 fn parse_frame(buf: &[u8], shared: &Shared) -> Option<(Vec<u8>, usize)> {
     let space = buf.iter().take(12).position(|&b| b == b' ')?;
-    let len: usize = match std::str::from_utf8(&buf[..space]).ok().and_then(|s| s.parse().ok()) {
+    let len: usize = match std::str::from_utf8(&buf[..space])
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         Some(len) => len,
         None => {
             shared.framing_errors.lock().expect("errors").push(format!(

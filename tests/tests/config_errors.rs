@@ -47,7 +47,16 @@ fn invalid_config_lists_every_problem_and_binds_nothing() {
     );
     let (code, _out, err, _dir) = run(&[], &yaml);
     assert_ne!(code, 0, "{err}");
-    for needle in ["BadPort", "70000", "BadProto", "sctp", "BadKey", "NoKey", "intake_key", "intakes.yaml"] {
+    for needle in [
+        "BadPort",
+        "70000",
+        "BadProto",
+        "sctp",
+        "BadKey",
+        "NoKey",
+        "intake_key",
+        "intakes.yaml",
+    ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
     // The valid intake's port was never bound.

@@ -43,21 +43,30 @@ fn show(b: &[u8]) -> String {
 
 #[test]
 fn corpus_output_matches_rsyslog_configured_as_the_reference() {
-    assert!(std::path::Path::new(RSYSLOGD).exists(), "rsyslogd missing: apt-get install rsyslog rsyslog-gnutls");
+    assert!(
+        std::path::Path::new(RSYSLOGD).exists(),
+        "rsyslogd missing: apt-get install rsyslog rsyslog-gnutls"
+    );
     let certs = TestCerts::new(&["localhost", "127.0.0.1"]);
     let ref_sink = TlsSink::start(&certs);
     let our_sink = TlsSink::start(&certs);
     let ref_port = free_tcp_port();
     let rsyslog = Rsyslog::start(ref_port, ref_sink.port, &certs, KEY);
     let our_port = free_tcp_port();
-    let yaml = format!("intakes:\n- name: Diff\n  protocol: tcp\n  port: {our_port}\n  intake_key: {KEY}\n");
+    let yaml = format!(
+        "intakes:\n- name: Diff\n  protocol: tcp\n  port: {our_port}\n  intake_key: {KEY}\n"
+    );
     let fwd = ForwarderBuilder::new(&yaml, our_sink.port)
         .ca_file(&certs.ca_pem)
         .env("UPLINK_CONNECTIONS", "1")
         .start();
 
     let mut messages = corpus::messages();
-    assert!(messages.len() >= 100, "corpus has {} messages", messages.len());
+    assert!(
+        messages.len() >= 100,
+        "corpus has {} messages",
+        messages.len()
+    );
     let mut big = b"<13>Oct 11 22:14:15 bighost bigapp[7]: ".to_vec();
     big.extend(std::iter::repeat_n(b'x', 10 * 1024));
     messages.push(big);
@@ -68,8 +77,22 @@ fn corpus_output_matches_rsyslog_configured_as_the_reference() {
     send_octet_counted(our_port, &messages);
     let theirs = ref_sink.wait_for(messages.len(), Duration::from_secs(30));
     let ours = our_sink.wait_for(messages.len(), Duration::from_secs(30));
-    assert_eq!(theirs.len(), messages.len(), "rsyslog delivered {} of {}\n{}", theirs.len(), messages.len(), rsyslog.log());
-    assert_eq!(ours.len(), messages.len(), "forwarder delivered {} of {}\n{}", ours.len(), messages.len(), fwd.stderr());
+    assert_eq!(
+        theirs.len(),
+        messages.len(),
+        "rsyslog delivered {} of {}\n{}",
+        theirs.len(),
+        messages.len(),
+        rsyslog.log()
+    );
+    assert_eq!(
+        ours.len(),
+        messages.len(),
+        "forwarder delivered {} of {}\n{}",
+        ours.len(),
+        messages.len(),
+        fwd.stderr()
+    );
 
     let mut mismatches = Vec::new();
     let mut deviations = 0;
@@ -79,16 +102,35 @@ fn corpus_output_matches_rsyslog_configured_as_the_reference() {
         if t.starts_with(b"<invld>") {
             deviations += 1;
             if as_reference_would_render_invalid_pri(&o).as_deref() != Some(&t[..]) {
-                mismatches.push(format!("#{i} (invalid PRI) input {}\n  rsyslog: {}\n  ours:    {}", show(m), show(&t), show(&o)));
+                mismatches.push(format!(
+                    "#{i} (invalid PRI) input {}\n  rsyslog: {}\n  ours:    {}",
+                    show(m),
+                    show(&t),
+                    show(&o)
+                ));
             }
             continue;
         }
         if t != o {
-            mismatches.push(format!("#{i} input {}\n  rsyslog: {}\n  ours:    {}", show(m), show(&t), show(&o)));
+            mismatches.push(format!(
+                "#{i} input {}\n  rsyslog: {}\n  ours:    {}",
+                show(m),
+                show(&t),
+                show(&o)
+            ));
         }
     }
-    assert!(mismatches.is_empty(), "{} of {} lines differ:\n{}", mismatches.len(), messages.len(), mismatches.join("\n"));
-    eprintln!("{} messages identical, {deviations} documented invalid-PRI deviations", messages.len() - deviations);
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} lines differ:\n{}",
+        mismatches.len(),
+        messages.len(),
+        mismatches.join("\n")
+    );
+    eprintln!(
+        "{} messages identical, {deviations} documented invalid-PRI deviations",
+        messages.len() - deviations
+    );
 
     // 300 KB, LF-framed: both truncate the message to 256000 bytes and cut the output line to
     // 256000 bytes (omfwd's limit; the final LF is lost); rsyslog then sends the rest as a
@@ -105,5 +147,9 @@ fn corpus_output_matches_rsyslog_configured_as_the_reference() {
     assert_eq!(show(&t), show(&o));
     assert_eq!(t, o, "300 KB message truncated identically");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(our_sink.count(), messages.len() + 1, "no second garbage message from us");
+    assert_eq!(
+        our_sink.count(),
+        messages.len() + 1,
+        "no second garbage message from us"
+    );
 }

@@ -7,7 +7,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sekoia_tests::{free_port_both, free_tcp_port, mask_timestamp, Forwarder, ForwarderBuilder, TestCerts, TlsSink};
+use sekoia_tests::{
+    free_port_both, free_tcp_port, mask_timestamp, Forwarder, ForwarderBuilder, TestCerts, TlsSink,
+};
 
 const KEY_TCP: &str = "TcpIntakeKey0123456789";
 const KEY_UDP: &str = "UdpIntakeKey0123456789";
@@ -36,7 +38,14 @@ fn setup(debug_tcp: bool) -> Setup {
         .ca_file(&certs.ca_pem)
         .certs_dir(&certs.certs_dir())
         .start();
-    Setup { sink, fwd, tcp, udp, tls, certs }
+    Setup {
+        sink,
+        fwd,
+        tcp,
+        udp,
+        tls,
+        certs,
+    }
 }
 
 fn masked(lines: &[Vec<u8>]) -> Vec<String> {
@@ -58,7 +67,9 @@ fn tcp_lines_in_both_framings_arrive_byte_exact() {
     let mut c = TcpStream::connect(("127.0.0.1", s.tcp)).unwrap();
     let five = "<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut=\"3\"] An application event";
     let mut payload = Vec::new();
-    payload.extend_from_slice(b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8\n");
+    payload.extend_from_slice(
+        b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8\n",
+    );
     payload.extend_from_slice(format!("{} {five}", five.len()).as_bytes());
     payload.extend_from_slice(b"<13>1 2024-05-01T10:00:00Z fw01 filterlog 123 - - hello\tworld\n");
     payload.extend_from_slice(b"2024-05-01 10:00:00 a line that starts with digits\n");
@@ -68,11 +79,32 @@ fn tcp_lines_in_both_framings_arrive_byte_exact() {
     let lines = s.sink.wait_for(5, WAIT);
     let got = masked(&lines);
     let mut want = vec![
-        expect(KEY_TCP, 34, "mymachine", "su", "-", "'su root' failed for lonvick on /dev/pts/8"),
-        expect(KEY_TCP, 165, "mymachine.example.com", "evntslog", "-", "An application event"),
+        expect(
+            KEY_TCP,
+            34,
+            "mymachine",
+            "su",
+            "-",
+            "'su root' failed for lonvick on /dev/pts/8",
+        ),
+        expect(
+            KEY_TCP,
+            165,
+            "mymachine.example.com",
+            "evntslog",
+            "-",
+            "An application event",
+        ),
         expect(KEY_TCP, 13, "fw01", "filterlog", "123", "hello#011world"),
         // TAG runs to the first ':' and keeps it: app-name "10", MSG "00:00 ...".
-        expect(KEY_TCP, 13, "2024-05-01", "10", "-", "00:00 a line that starts with digits"),
+        expect(
+            KEY_TCP,
+            13,
+            "2024-05-01",
+            "10",
+            "-",
+            "00:00 a line that starts with digits",
+        ),
         expect(KEY_TCP, 14, "no", "trailing", "-", "newline at close"),
     ];
     want.sort();
@@ -84,30 +116,105 @@ fn tcp_lines_in_both_framings_arrive_byte_exact() {
 fn logger_sends_over_tcp_udp_and_octet_counting() {
     let s = setup(false);
     let run = |args: &[&str]| {
-        let st = Command::new("logger").args(args).status().expect("logger runs");
+        let st = Command::new("logger")
+            .args(args)
+            .status()
+            .expect("logger runs");
         assert!(st.success(), "logger {args:?}");
     };
     let tcp = s.tcp.to_string();
     let udp = s.udp.to_string();
-    run(&["--tcp", "--server", "127.0.0.1", "--port", &tcp, "--rfc3164", "-t", "app1", "-p", "local0.info", "--", "hello rfc3164 over tcp"]);
-    run(&["--tcp", "--octet-count", "--server", "127.0.0.1", "--port", &tcp, "--rfc5424", "-t", "app2", "--id=4242", "-p", "auth.notice", "--", "hello rfc5424 octet counted"]);
-    run(&["--udp", "--server", "127.0.0.1", "--port", &udp, "--rfc5424=notq,notime", "-t", "app3", "-p", "user.err", "--", "hello udp"]);
+    run(&[
+        "--tcp",
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &tcp,
+        "--rfc3164",
+        "-t",
+        "app1",
+        "-p",
+        "local0.info",
+        "--",
+        "hello rfc3164 over tcp",
+    ]);
+    run(&[
+        "--tcp",
+        "--octet-count",
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &tcp,
+        "--rfc5424",
+        "-t",
+        "app2",
+        "--id=4242",
+        "-p",
+        "auth.notice",
+        "--",
+        "hello rfc5424 octet counted",
+    ]);
+    run(&[
+        "--udp",
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &udp,
+        "--rfc5424=notq,notime",
+        "-t",
+        "app3",
+        "-p",
+        "user.err",
+        "--",
+        "hello udp",
+    ]);
     let lines = s.sink.wait_for(3, WAIT);
     let got = masked(&lines);
     assert_eq!(got.len(), 3, "{got:?}\n{}", s.fwd.stderr());
-    let host = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
-    assert!(got.contains(&expect(KEY_TCP, 134, &host, "app1", "-", "hello rfc3164 over tcp")), "{got:?}");
-    assert!(got.contains(&expect(KEY_TCP, 37, &host, "app2", "4242", "hello rfc5424 octet counted")), "{got:?}");
-    assert!(got.iter().any(|l| l.starts_with("<11>1 TS ") && l.ends_with(&format!(" app3 - LOG [SEKOIA@53288 intake_key=\"{KEY_UDP}\"] hello udp\n"))), "{got:?}");
+    let host = nix::unistd::gethostname()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        got.contains(&expect(
+            KEY_TCP,
+            134,
+            &host,
+            "app1",
+            "-",
+            "hello rfc3164 over tcp"
+        )),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&expect(
+            KEY_TCP,
+            37,
+            &host,
+            "app2",
+            "4242",
+            "hello rfc5424 octet counted"
+        )),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().any(|l| l.starts_with("<11>1 TS ")
+            && l.ends_with(&format!(
+                " app3 - LOG [SEKOIA@53288 intake_key=\"{KEY_UDP}\"] hello udp\n"
+            ))),
+        "{got:?}"
+    );
 }
 
 #[test]
 fn udp_datagrams_are_messages() {
     let s = setup(false);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.send_to(b"<13>first datagram\n", ("127.0.0.1", s.udp)).unwrap();
+    sock.send_to(b"<13>first datagram\n", ("127.0.0.1", s.udp))
+        .unwrap();
     sock.send_to(b"", ("127.0.0.1", s.udp)).unwrap();
-    sock.send_to(b"<13>1 - host app - - - second", ("127.0.0.1", s.udp)).unwrap();
+    sock.send_to(b"<13>1 - host app - - - second", ("127.0.0.1", s.udp))
+        .unwrap();
     let got = masked(&s.sink.wait_for(2, WAIT));
     let mut want = vec![
         expect(KEY_UDP, 13, "first", "datagram", "-", ""),
@@ -122,14 +229,16 @@ fn udp_datagrams_are_messages() {
 fn tls_intake_round_trip() {
     let s = setup(false);
     let tcp = TcpStream::connect(("127.0.0.1", s.tls)).unwrap();
-    let conn = rustls::ClientConnection::new(
-        s.certs.client_config(),
-        "localhost".try_into().unwrap(),
-    )
-    .unwrap();
+    let conn =
+        rustls::ClientConnection::new(s.certs.client_config(), "localhost".try_into().unwrap())
+            .unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     for i in 0..100 {
-        write!(tls, "<86>Jan  5 01:02:03 srv sshd[{i}]: Accepted publickey for root\n").unwrap();
+        writeln!(
+            tls,
+            "<86>Jan  5 01:02:03 srv sshd[{i}]: Accepted publickey for root"
+        )
+        .unwrap();
     }
     tls.flush().unwrap();
     tls.conn.send_close_notify();
@@ -137,7 +246,14 @@ fn tls_intake_round_trip() {
     let got = masked(&s.sink.wait_for(100, WAIT));
     assert_eq!(got.len(), 100, "{}", s.fwd.stderr());
     for i in 0..100 {
-        let want = expect(KEY_TLS, 86, "srv", "sshd", &i.to_string(), "Accepted publickey for root");
+        let want = expect(
+            KEY_TLS,
+            86,
+            "srv",
+            "sshd",
+            &i.to_string(),
+            "Accepted publickey for root",
+        );
         assert!(got.contains(&want), "missing {want:?}");
     }
     let _ = Arc::strong_count(&s.certs.client_config());
@@ -147,16 +263,30 @@ fn tls_intake_round_trip() {
 fn debug_intake_prints_input_and_output() {
     let s = setup(true);
     let mut c = TcpStream::connect(("127.0.0.1", s.tcp)).unwrap();
-    c.write_all(b"<13>Oct 11 22:14:15 host1 prog: debug me\n").unwrap();
+    c.write_all(b"<13>Oct 11 22:14:15 host1 prog: debug me\n")
+        .unwrap();
     drop(c);
     s.sink.wait_for(1, WAIT);
-    assert!(sekoia_tests::wait_until(WAIT, || s.fwd.stdout().contains("[Output")));
+    assert!(sekoia_tests::wait_until(WAIT, || s
+        .fwd
+        .stdout()
+        .contains("[Output")));
     let out = s.fwd.stdout();
-    assert!(out.contains(&format!("[Input \"{KEY_TCP}\"] <13>Oct 11 22:14:15 host1 prog: debug me\n")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "[Input \"{KEY_TCP}\"] <13>Oct 11 22:14:15 host1 prog: debug me\n"
+        )),
+        "{out}"
+    );
     let output_line = out.lines().find(|l| l.starts_with("[Output")).unwrap();
-    let line = output_line.strip_prefix(&format!("[Output \"{KEY_TCP}\"] ")).unwrap();
+    let line = output_line
+        .strip_prefix(&format!("[Output \"{KEY_TCP}\"] "))
+        .unwrap();
     let (_, m) = mask_timestamp(format!("{line}\n").as_bytes());
-    assert_eq!(String::from_utf8(m).unwrap(), expect(KEY_TCP, 13, "host1", "prog", "-", "debug me"));
+    assert_eq!(
+        String::from_utf8(m).unwrap(),
+        expect(KEY_TCP, 13, "host1", "prog", "-", "debug me")
+    );
     assert!(out.contains("These Intakes have been set up"), "{out}");
     assert!(out.contains(&format!("Intake key: {KEY_UDP}")), "{out}");
 }
@@ -173,5 +303,8 @@ fn sigterm_stops_inputs_flushes_and_exits_zero() {
     let status = s.fwd.terminate(Duration::from_secs(40));
     assert!(status.success(), "exit {status:?}\n{}", s.fwd.stderr());
     assert_eq!(s.sink.count(), 1000);
-    assert!(TcpStream::connect(("127.0.0.1", s.tcp)).is_err(), "port closed after stop");
+    assert!(
+        TcpStream::connect(("127.0.0.1", s.tcp)).is_err(),
+        "port closed after stop"
+    );
 }

@@ -139,7 +139,11 @@ pub fn check(args: &SettingsArgs) -> ExitCode {
             println!(
                 "configuration OK: {} intake(s){}, destination {}:{}",
                 cfg.intakes.len(),
-                if cfg.stats.is_some() { " + monitoring" } else { "" },
+                if cfg.stats.is_some() {
+                    " + monitoring"
+                } else {
+                    ""
+                },
                 cfg.settings.destination.host,
                 cfg.settings.destination.port
             );

@@ -99,8 +99,15 @@ async fn serve(
                 .ok_or_else(|| anyhow!("tls intake without certificate files"))?;
             let tls = input::load_server_tls(&files.key, &files.cert)?;
             let listener = take_tcp(&mut fds)?;
-            input::serve_tls(listener, Arc::new(tls), sink_dyn, resolver, counters, stop_rx)
-                .await?;
+            input::serve_tls(
+                listener,
+                Arc::new(tls),
+                sink_dyn,
+                resolver,
+                counters,
+                stop_rx,
+            )
+            .await?;
         }
     }
     info!(intake = %intake.name, "ingest worker stopped");
@@ -175,7 +182,12 @@ impl MessageSink for RingSink {
 }
 
 impl RingSink {
-    fn push(&self, batch: &[u8], spans: &[(Range<usize>, Range<usize>, bool)], now_us: i64) -> usize {
+    fn push(
+        &self,
+        batch: &[u8],
+        spans: &[(Range<usize>, Range<usize>, bool)],
+        now_us: i64,
+    ) -> usize {
         let mut producer = match self.producer.lock() {
             Ok(p) => p,
             Err(poisoned) => poisoned.into_inner(),

@@ -125,24 +125,6 @@ pub fn ring_capacity(queue_size: u64) -> u64 {
         .next_power_of_two()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ring_capacity_is_a_bounded_power_of_two() {
-        assert_eq!(ring_capacity(0), 4 << 20);
-        assert_eq!(ring_capacity(30_000), 16 << 20);
-        assert_eq!(ring_capacity(u64::MAX), 1 << 32);
-    }
-
-    #[test]
-    fn instance_name_depends_on_spool_dir_only() {
-        assert_eq!(instance_name(Path::new("/a/b")), instance_name(Path::new("/a/b")));
-        assert_ne!(instance_name(Path::new("/a/b")), instance_name(Path::new("/a/c")));
-    }
-}
-
 /// Takes an exclusive lock on `path`, waiting for a previous holder (a worker of a crashed
 /// supervisor that is still finishing) to go. This is what keeps each ring single-producer and
 /// single-consumer across processes.
@@ -184,4 +166,28 @@ pub fn die_with_supervisor() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_capacity_is_a_bounded_power_of_two() {
+        assert_eq!(ring_capacity(0), 4 << 20);
+        assert_eq!(ring_capacity(30_000), 16 << 20);
+        assert_eq!(ring_capacity(u64::MAX), 1 << 32);
+    }
+
+    #[test]
+    fn instance_name_depends_on_spool_dir_only() {
+        assert_eq!(
+            instance_name(Path::new("/a/b")),
+            instance_name(Path::new("/a/b"))
+        );
+        assert_ne!(
+            instance_name(Path::new("/a/b")),
+            instance_name(Path::new("/a/c"))
+        );
+    }
 }

@@ -36,12 +36,9 @@ pub fn run(cfg: ForwarderConfig, runtime: &RuntimeArgs) -> Result<()> {
         .context("cannot create the uplink doorbell")?;
     for intake in &cfg.intakes {
         let path = instance::ring_path(instance.dir(), intake);
-        let info = Ring::create_or_open(
-            &path,
-            instance::ring_capacity(intake.queue_size),
-            intake.id,
-        )
-        .with_context(|| format!("cannot create ring {}", path.display()))?;
+        let info =
+            Ring::create_or_open(&path, instance::ring_capacity(intake.queue_size), intake.id)
+                .with_context(|| format!("cannot create ring {}", path.display()))?;
         if info.reopened && info.head > info.committed {
             info!(intake = %intake.name, backlog_bytes = info.head - info.committed,
                 "found events left by a previous run; they are sent first");
@@ -159,7 +156,10 @@ async fn supervise(
         workers.restart_due();
     };
 
-    info!(signal = stop_signal, "stopping: inputs first, then the uplink flushes");
+    info!(
+        signal = stop_signal,
+        "stopping: inputs first, then the uplink flushes"
+    );
     crate::notify::notify("STOPPING=1");
     workers.begin_stop();
     let is_ingest = |r: &Role| matches!(r, Role::Ingest { .. });
@@ -172,7 +172,13 @@ async fn supervise(
     }
     let is_uplink = |r: &Role| matches!(r, Role::Uplink);
     workers.signal(is_uplink, Signal::SIGTERM);
-    if !wait_for(&mut workers, is_uplink, UPLINK_STOP_TIMEOUT + Duration::from_secs(5)).await {
+    if !wait_for(
+        &mut workers,
+        is_uplink,
+        UPLINK_STOP_TIMEOUT + Duration::from_secs(5),
+    )
+    .await
+    {
         warn!("uplink did not stop in time; killing it (queued events stay in the rings)");
         workers.signal(is_uplink, Signal::SIGKILL);
         wait_for(&mut workers, is_uplink, Duration::from_secs(2)).await;
@@ -182,7 +188,11 @@ async fn supervise(
     Ok(())
 }
 
-async fn wait_for(workers: &mut WorkerSet, select: impl Fn(&Role) -> bool + Copy, limit: Duration) -> bool {
+async fn wait_for(
+    workers: &mut WorkerSet,
+    select: impl Fn(&Role) -> bool + Copy,
+    limit: Duration,
+) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if workers.all_exited(select) {

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sekoia_shared::queue::{Doorbell, RingConsumer};
-use sekoia_shared::uplink::{
-    BatchSource, ReadSpan, Uplink, UplinkConfig, UplinkCounters, Wakeup,
-};
+use sekoia_shared::uplink::{BatchSource, ReadSpan, Uplink, UplinkConfig, UplinkCounters, Wakeup};
 use tokio::sync::watch;
 use tracing::{info, warn};
 

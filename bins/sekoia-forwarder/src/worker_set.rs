@@ -201,7 +201,10 @@ impl WorkerSet {
     /// True when none of the workers `select` picks is running (after reaping).
     pub fn all_exited(&mut self, select: impl Fn(&Role) -> bool) -> bool {
         self.reap();
-        !self.workers.iter().any(|w| select(&w.role) && w.child.is_some())
+        !self
+            .workers
+            .iter()
+            .any(|w| select(&w.role) && w.child.is_some())
     }
 
     /// Drops the supervisor's copies of the listening sockets: the ports close.

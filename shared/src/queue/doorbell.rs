@@ -62,7 +62,7 @@ unsafe impl Sync for BellMap {}
 
 impl BellMap {
     fn word_at(&self, off: usize) -> &AtomicU32 {
-        debug_assert!(off % 4 == 0 && (off as u64) < FILE_LEN);
+        debug_assert!(off.is_multiple_of(4) && (off as u64) < FILE_LEN);
         // SAFETY: a 4-aligned offset inside a page-aligned 4096-byte mapping living as long as
         // `self`; AtomicU32 has the layout of u32; all processes access it atomically only.
         unsafe { &*(self.base.as_ptr().add(off) as *const AtomicU32) }

@@ -134,7 +134,11 @@ mod tests {
         let r = write_line(13, &f, &CTX, &mut out);
         assert_eq!(r.len(), MAX_MESSAGE);
         assert_eq!(&out[..r.start], b"256000 ");
-        assert_eq!(out.last(), Some(&b'm'), "the cut drops the final LF, as the reference");
+        assert_eq!(
+            out.last(),
+            Some(&b'm'),
+            "the cut drops the final LF, as the reference"
+        );
     }
 
     #[test]

@@ -30,15 +30,39 @@ fn openssl_identity(kind: Legacy) -> (tempfile::TempDir, PathBuf, PathBuf) {
             .args(args)
             .output()
             .expect("the openssl command (Debian package openssl)");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let key_s = key.to_str().unwrap();
     let cert_s = cert.to_str().unwrap();
     match kind {
         Legacy::RsaPkcs1 => run(&["genrsa", "-traditional", "-out", key_s, "2048"]),
-        Legacy::EcSec1 => run(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key_s]),
+        Legacy::EcSec1 => run(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            key_s,
+        ]),
     }
-    run(&["req", "-x509", "-new", "-key", key_s, "-subj", "/CN=localhost", "-days", "2", "-out", cert_s]);
+    run(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        key_s,
+        "-subj",
+        "/CN=localhost",
+        "-days",
+        "2",
+        "-out",
+        cert_s,
+    ]);
     (dir, key, cert)
 }
 

@@ -75,7 +75,7 @@ impl<M: RingMemory> ConsumerCore<M> {
             self.head_cache = self.mem.load_head(Ordering::Acquire);
         }
         let mut head = self.head_cache;
-        if from < self.committed || from > head || from % 8 != 0 {
+        if from < self.committed || from > head || !from.is_multiple_of(8) {
             return Err(RingError::PositionOutOfRange {
                 pos: from,
                 committed: self.committed,
@@ -176,12 +176,12 @@ impl<M: RingMemory> ConsumerCore<M> {
 
     pub(crate) fn commit(&mut self, pos: u64) {
         debug_assert!(
-            pos >= self.committed && pos <= self.head_cache && pos % 8 == 0,
+            pos >= self.committed && pos <= self.head_cache && pos.is_multiple_of(8),
             "commit({pos}) outside {}..={} or unaligned",
             self.committed,
             self.head_cache
         );
-        if pos <= self.committed || pos > self.head_cache || pos % 8 != 0 {
+        if pos <= self.committed || pos > self.head_cache || !pos.is_multiple_of(8) {
             if pos != self.committed {
                 tracing::warn!(
                     pos,

@@ -111,7 +111,7 @@ impl MappedRing {
     }
 
     fn u64_at(&self, off: usize) -> &shm::AtomicU64 {
-        debug_assert!(off % 8 == 0 && (off as u64) < HEADER_LEN);
+        debug_assert!(off.is_multiple_of(8) && (off as u64) < HEADER_LEN);
         // SAFETY: `off` is one of the 8-aligned header offsets above, inside the 4096-byte
         // header of a page-aligned mapping that lives as long as `self`; AtomicU64 has the
         // size and alignment of u64, and every process touches these words only atomically.
@@ -119,7 +119,7 @@ impl MappedRing {
     }
 
     fn u32_at(&self, off: usize) -> &shm::AtomicU32 {
-        debug_assert!(off % 4 == 0 && (off as u64) < HEADER_LEN);
+        debug_assert!(off.is_multiple_of(4) && (off as u64) < HEADER_LEN);
         // SAFETY: as in `u64_at`, for a 4-aligned u32 word of the header.
         unsafe { &*(self.base.as_ptr().add(off) as *const shm::AtomicU32) }
     }
@@ -303,7 +303,10 @@ impl MappedRing {
                 "header length {header_len}, expected {HEADER_LEN}"
             )));
         }
-        if self.capacity < MIN_CAPACITY || self.capacity > MAX_CAPACITY || self.capacity % 8 != 0 {
+        if self.capacity < MIN_CAPACITY
+            || self.capacity > MAX_CAPACITY
+            || !self.capacity.is_multiple_of(8)
+        {
             return Err(bad(format!(
                 "capacity {} is not a valid ring capacity",
                 self.capacity

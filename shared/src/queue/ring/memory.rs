@@ -84,7 +84,7 @@ impl<T: RingMemory + ?Sized> RingMemory for std::sync::Arc<T> {
 /// Checks the indices found in a ring (after a crash they come from another process's
 /// lifetime): aligned, `committed <= head <= committed + capacity`.
 pub(crate) fn check_indices(head: u64, committed: u64, capacity: u64) -> Result<(), String> {
-    if head % 8 != 0 || committed % 8 != 0 {
+    if !head.is_multiple_of(8) || !committed.is_multiple_of(8) {
         return Err(format!(
             "head {head} or committed {committed} is not 8-byte aligned"
         ));

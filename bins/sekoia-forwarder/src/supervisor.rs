@@ -123,6 +123,7 @@ async fn supervise(
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sigchld = signal(SignalKind::child()).context("cannot watch SIGCHLD")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
 
     let mut workers = WorkerSet::new(instance.dir().to_path_buf());
     workers.add(Role::Uplink, None)?;
@@ -150,6 +151,10 @@ async fn supervise(
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
             _ = sigchld.recv() => workers.reap(),
+            _ = sighup.recv() => {
+                // Without a handler SIGHUP would kill the supervisor with no orderly stop.
+                warn!("SIGHUP: configuration reload is not supported yet; restart to apply changes (nothing was changed)");
+            }
             _ = tokio::time::sleep(sleep_for) => {}
         }
         workers.reap();

@@ -8,7 +8,7 @@
 //! 30 s, and every crash is logged with its exit status.
 
 use std::os::fd::OwnedFd;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -88,6 +88,9 @@ impl WorkerSet {
             }
         }
         cmd.arg("--state-dir").arg(&state_dir);
+        // Its own process group: a terminal's Ctrl-C reaches only the supervisor, which then
+        // stops the workers in order (inputs first) instead of all at once.
+        cmd.process_group(0);
         cmd.env("SEKOIA_SUPERVISOR_PID", std::process::id().to_string());
         if let Some(listener) = &worker.listener {
             let fd = listener

@@ -19,7 +19,6 @@ use sekoia_shared::config::{Intake, Protocol};
 use sekoia_shared::input::{self, Frame, InputCounters, MessageSink, Resolver};
 use sekoia_shared::queue::{Doorbell, RecordMeta, RingProducer};
 use sekoia_shared::syslog::{render_event, EventContext, LocalClock};
-use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::cli::IngestWorkerArgs;
@@ -54,12 +53,7 @@ pub fn run(args: &IngestWorkerArgs) -> Result<()> {
     let resolver = Arc::new(Resolver::new(cfg.settings.resolve_hostnames));
     let counters = Arc::new(InputCounters::default());
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the ingest event loop")?;
-    runtime.block_on(serve(intake, sink, resolver, counters))
+    crate::worker_runtime::runtime("ingest")?.block_on(serve(intake, sink, resolver, counters))
 }
 
 async fn serve(
@@ -68,15 +62,7 @@ async fn serve(
     resolver: Arc<Resolver>,
     counters: Arc<InputCounters>,
 ) -> Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            term.recv().await;
-        }
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = crate::worker_runtime::stop_on_sigterm()?;
     let mut fds = listenfd::ListenFd::from_env();
     info!(intake = %intake.name, port = intake.port, "ingest worker serving");
     let sink_dyn: Arc<dyn MessageSink> = sink;

@@ -13,6 +13,7 @@ mod logging;
 mod notify;
 mod supervisor;
 mod uplink_worker;
+mod worker_runtime;
 mod worker_set;
 
 use std::process::ExitCode;

@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use sekoia_shared::queue::{Doorbell, RingConsumer};
 use sekoia_shared::uplink::{BatchSource, ReadSpan, Uplink, UplinkConfig, UplinkCounters, Wakeup};
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cli::UplinkWorkerArgs;
@@ -37,23 +36,12 @@ pub fn run(args: &UplinkWorkerArgs) -> Result<()> {
     info!(destination = %format!("{}:{}", uplink_cfg.host, uplink_cfg.port),
         connections = uplink_cfg.connections, rings = sources.len(), "uplink worker starting");
     let counters = Arc::new(UplinkCounters::default());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the uplink event loop")?;
-    runtime.block_on(async move {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            if let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            {
-                term.recv().await;
-            }
-            let _ = stop_tx.send(true);
-        });
+    crate::worker_runtime::runtime("uplink")?.block_on(async move {
+        let stop_rx = crate::worker_runtime::stop_on_sigterm()?;
         let wake: Arc<dyn Wakeup> = Arc::new(DoorbellWakeup(doorbell));
-        Uplink::run(uplink_cfg, sources, wake, counters, stop_rx).await
+        Uplink::run(uplink_cfg, sources, wake, counters, stop_rx)
+            .await
+            .map_err(anyhow::Error::from)
     })?;
     info!("uplink worker stopped");
     Ok(())

@@ -4,15 +4,15 @@
 //! `Wakeup`, and runs until SIGTERM, when the uplink flushes what the rings still hold (bounded
 //! by its drain timeout). Rings of intakes no longer configured are drained too.
 
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use sekoia_shared::queue::intake_queue::{IntakeQueue, RingTier};
 use sekoia_shared::queue::{Doorbell, RingConsumer};
-use sekoia_shared::uplink::{BatchSource, ReadSpan, Uplink, UplinkConfig, UplinkCounters, Wakeup};
-use tracing::{info, warn};
+use sekoia_shared::uplink::{BatchSource, Uplink, UplinkConfig, UplinkCounters, Wakeup};
+use tracing::info;
 
 use crate::cli::UplinkWorkerArgs;
 use crate::instance;
@@ -24,7 +24,7 @@ pub fn run(args: &UplinkWorkerArgs) -> Result<()> {
     let cfg = instance::read_config(&args.state_dir)?;
     let mut sources: Vec<Box<dyn BatchSource>> = Vec::new();
     for path in instance::all_rings(&args.state_dir)? {
-        sources.push(Box::new(RingSource::attach(&path)?));
+        sources.push(Box::new(intake_queue(&path)?));
     }
     let doorbell = Doorbell::create_or_open(&instance::doorbell_path(&args.state_dir))
         .context("cannot open the uplink doorbell")?;
@@ -47,60 +47,15 @@ pub fn run(args: &UplinkWorkerArgs) -> Result<()> {
     Ok(())
 }
 
-/// An intake's ring seen as a queue the uplink drains.
-struct RingSource {
-    name: String,
-    ring: RingConsumer,
-}
-
-impl RingSource {
-    fn attach(path: &Path) -> Result<Self> {
-        let ring = RingConsumer::attach(path)
-            .with_context(|| format!("cannot attach ring {}", path.display()))?;
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Ok(Self { name, ring })
-    }
-}
-
-impl BatchSource for RingSource {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn committed(&self) -> u64 {
-        self.ring.committed()
-    }
-
-    fn read(
-        &mut self,
-        from: u64,
-        until: Option<u64>,
-        max_bytes: usize,
-        out: &mut Vec<u8>,
-    ) -> io::Result<Option<ReadSpan>> {
-        let span = self
-            .ring
-            .read(from, until, max_bytes, out)
-            .map_err(io::Error::other)?;
-        Ok(span.map(|s| {
-            if s.corrupt_skipped > 0 {
-                warn!(ring = %self.name, skipped = s.corrupt_skipped, "skipped corrupt records");
-            }
-            ReadSpan {
-                start: s.start,
-                end: s.end,
-                records: s.records,
-                bytes: s.bytes,
-            }
-        }))
-    }
-
-    fn commit(&mut self, pos: u64) {
-        self.ring.commit(pos);
-    }
+/// An intake's queue (today its ring) as the uplink's source.
+fn intake_queue(ring_path: &Path) -> Result<IntakeQueue> {
+    let ring = RingConsumer::attach(ring_path)
+        .with_context(|| format!("cannot attach ring {}", ring_path.display()))?;
+    let name = ring_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(IntakeQueue::new(name, vec![Box::new(RingTier(ring))]))
 }
 
 /// The doorbell the ingest workers ring, as the uplink's wake-up source.

@@ -6,8 +6,14 @@
 //! environment and the flags, and validates them before anything is bound.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// Under `--cfg loom` only the ring is built: loom replaces its atomics, and tokio's
+// networking is not available in loom builds.
+#[cfg(not(loom))]
 pub mod config;
+#[cfg(not(loom))]
 pub mod input;
 pub mod queue;
+#[cfg(not(loom))]
 pub mod syslog;
+#[cfg(not(loom))]
 pub mod uplink;

@@ -18,6 +18,7 @@
 //! overwritten. This is the only module of the crate that uses `unsafe`.
 
 mod doorbell;
+#[cfg(not(loom))]
 pub mod intake_queue;
 pub mod record;
 mod ring;

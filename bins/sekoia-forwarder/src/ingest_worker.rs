@@ -25,6 +25,8 @@ use crate::cli::IngestWorkerArgs;
 use crate::instance;
 
 const FLAG_TRUNCATED: u16 = 1;
+/// How often drops and errors are reported in the log.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn run(args: &IngestWorkerArgs) -> Result<()> {
     instance::die_with_supervisor()?;
@@ -66,17 +68,22 @@ async fn serve(
     let mut fds = listenfd::ListenFd::from_env();
     info!(intake = %intake.name, port = intake.port, "ingest worker serving");
     let sink_dyn: Arc<dyn MessageSink> = sink;
+    let reporter = tokio::spawn(crate::input_report::report_periodically(
+        intake.name.clone(),
+        counters.clone(),
+        REPORT_EVERY,
+    ));
     match intake.protocol {
         Protocol::Udp => {
             let socket = fds
                 .take_udp_socket(0)
                 .context("cannot take the inherited UDP socket")?
                 .ok_or_else(|| anyhow!("no UDP socket inherited (LISTEN_FDS)"))?;
-            input::serve_udp(socket, sink_dyn, resolver, counters, stop_rx).await?;
+            input::serve_udp(socket, sink_dyn, resolver, counters.clone(), stop_rx).await?;
         }
         Protocol::Tcp => {
             let listener = take_tcp(&mut fds)?;
-            input::serve_tcp(listener, sink_dyn, resolver, counters, stop_rx).await?;
+            input::serve_tcp(listener, sink_dyn, resolver, counters.clone(), stop_rx).await?;
         }
         Protocol::Tls => {
             let files = intake
@@ -90,12 +97,14 @@ async fn serve(
                 Arc::new(tls),
                 sink_dyn,
                 resolver,
-                counters,
+                counters.clone(),
                 stop_rx,
             )
             .await?;
         }
     }
+    reporter.abort();
+    crate::input_report::report_totals(&intake.name, &counters);
     info!(intake = %intake.name, "ingest worker stopped");
     Ok(())
 }

@@ -8,6 +8,7 @@
 
 mod cli;
 mod ingest_worker;
+mod input_report;
 mod instance;
 mod logging;
 mod notify;

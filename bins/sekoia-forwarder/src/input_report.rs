@@ -1,0 +1,42 @@
+//! Until the monitoring issue brings stats and `sekoia-ctl`, the ingest worker says in its
+//! log what it had to drop or cut: every interval, the counts that grew; at stop, the totals.
+//! Losses must never be silent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sekoia_shared::input::{InputCounters, InputCountersSnapshot};
+use tracing::{info, warn};
+
+/// Logs, every `every`, the drop and error counters that grew since the last report.
+pub async fn report_periodically(intake: String, counters: Arc<InputCounters>, every: Duration) {
+    let mut last = counters.snapshot();
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = counters.snapshot();
+        let grew = |f: fn(&InputCountersSnapshot) -> u64| f(&now) - f(&last);
+        let (dropped, truncated, partial, tls) = (
+            grew(|s| s.dropped_full),
+            grew(|s| s.truncated),
+            grew(|s| s.partial_discarded),
+            grew(|s| s.tls_handshake_failures),
+        );
+        if dropped + truncated + partial + tls > 0 {
+            warn!(intake = %intake, dropped_full = dropped, truncated, partial_discarded = partial,
+                tls_handshake_failures = tls, every_s = every.as_secs(),
+                "input losses and errors in the last interval");
+        }
+        last = now;
+    }
+}
+
+/// The totals, logged once when the worker stops.
+pub fn report_totals(intake: &str, counters: &InputCounters) {
+    let s = counters.snapshot();
+    info!(intake = %intake, received = s.received, dropped_full = s.dropped_full,
+        truncated = s.truncated, partial_discarded = s.partial_discarded,
+        tls_handshake_failures = s.tls_handshake_failures, connections_total = s.connections_total,
+        "input totals");
+}

@@ -117,11 +117,11 @@ pub fn read_config(state_dir: &Path) -> Result<ForwarderConfig> {
 }
 
 /// Bytes of ring for an intake's memory share: about 512 bytes per queued message, a power of
-/// two between 4 MiB (room for the largest sanitised message) and 4 GiB. (The durable-queue work replaces this with a byte cap.)
+/// two between 1 MiB (twice the largest record: a 256000-byte line) and 4 GiB. (The durable-queue work replaces this with a byte cap.)
 pub fn ring_capacity(queue_size: u64) -> u64 {
     queue_size
         .saturating_mul(512)
-        .clamp(4 << 20, 1 << 32)
+        .clamp(1 << 20, 1 << 32)
         .next_power_of_two()
 }
 
@@ -174,7 +174,7 @@ mod tests {
 
     #[test]
     fn ring_capacity_is_a_bounded_power_of_two() {
-        assert_eq!(ring_capacity(0), 4 << 20);
+        assert_eq!(ring_capacity(0), 1 << 20);
         assert_eq!(ring_capacity(30_000), 16 << 20);
         assert_eq!(ring_capacity(u64::MAX), 1 << 32);
     }

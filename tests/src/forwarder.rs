@@ -266,6 +266,31 @@ impl Forwarder {
         payloads
     }
 
+    /// `kill -9` of the supervisor and every worker at once (a crash of everything, the host
+    /// staying up: the shared memory remains).
+    pub fn kill9_all(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id() as i32;
+        let workers = children_of(pid);
+        kill9(pid);
+        for w in &workers {
+            kill9(*w);
+        }
+        let _ = child.wait();
+        wait_until(Duration::from_secs(10), || {
+            workers
+                .iter()
+                .all(|w| !std::path::Path::new(&format!("/proc/{w}")).exists() || is_zombie(*w))
+        });
+    }
+
+    /// Removes the shared memory, as a reboot or a new container would.
+    pub fn wipe_shared_memory(&self) {
+        for e in fs::read_dir(self.shm.path()).expect("shm dir").flatten() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+
     /// SIGTERM to the supervisor; waits for its exit status.
     pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -324,6 +349,15 @@ pub fn kill9(pid: i32) {
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
     );
+}
+
+fn is_zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rfind(')')
+                .is_some_and(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
 }
 
 /// Pids whose parent is `parent` (from /proc/<pid>/stat).

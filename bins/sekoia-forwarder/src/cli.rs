@@ -66,6 +66,26 @@ pub struct RuntimeArgs {
     /// so a supervisor restarted after a crash finds and drains the rings of its predecessor.
     #[arg(long, env = "SHM_DIR", default_value = "/dev/shm/sekoia-forwarder")]
     pub shm_dir: PathBuf,
+    /// When the disk journal is fsync'ed: `batch` (at most every second, on every segment
+    /// roll and at stop: a power cut can cost the last second) or `always` (after every
+    /// write: nothing acknowledged to the journal is lost, at a throughput cost).
+    #[arg(long, env = "JOURNAL_SYNC", value_enum, default_value_t = JournalSync::Batch)]
+    pub journal_sync: JournalSync,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalSync {
+    Batch,
+    Always,
+}
+
+impl JournalSync {
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            JournalSync::Batch => "batch",
+            JournalSync::Always => "always",
+        }
+    }
 }
 
 /// Hidden: one ingest worker, serving one intake on the socket inherited as fd 3.
@@ -77,6 +97,8 @@ pub struct IngestWorkerArgs {
     /// Which intake (its `id`) this worker serves.
     #[arg(long)]
     pub intake_id: u16,
+    #[arg(long, value_enum, default_value_t = JournalSync::Batch)]
+    pub journal_sync: JournalSync,
 }
 
 /// Hidden: the uplink worker, draining every ring of the state directory.
@@ -84,6 +106,8 @@ pub struct IngestWorkerArgs {
 pub struct UplinkWorkerArgs {
     #[arg(long)]
     pub state_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = JournalSync::Batch)]
+    pub journal_sync: JournalSync,
 }
 
 /// Resolves settings, loads the intake files and loads every certificate the workers will

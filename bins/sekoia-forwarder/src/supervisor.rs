@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 use sekoia_shared::config::{self, ForwarderConfig, Intake, Protocol};
-use sekoia_shared::queue::{Doorbell, Ring};
+use sekoia_shared::queue::{scan_usage, DiskBudget, Doorbell, Ring};
 use socket2::{Domain, Socket, Type};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
-use crate::cli::RuntimeArgs;
+use crate::cli::{JournalSync, RuntimeArgs};
 use crate::instance::{self, Instance};
+use crate::spool;
 use crate::worker_set::{Role, WorkerSet};
 
 /// How long stopped inputs get to hand over what they already read.
@@ -28,10 +29,25 @@ const UPLINK_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a port may stay taken (a dying predecessor's worker) before start-up fails.
 const BIND_RETRY_FOR: Duration = Duration::from_secs(10);
 
-pub fn run(cfg: ForwarderConfig, runtime: &RuntimeArgs) -> Result<()> {
+pub fn run(cfg: ForwarderConfig, runtime_args: &RuntimeArgs) -> Result<()> {
+    let runtime = runtime_args;
     print!("{}", config::banner(&cfg));
-    let instance = Instance::acquire(&runtime.shm_dir, &cfg.settings.spool_dir)?;
+    let spool = &cfg.settings.spool_dir;
+    std::fs::create_dir_all(spool)
+        .with_context(|| format!("cannot create spool directory {}", spool.display()))?;
+    let instance = Instance::acquire(&runtime.shm_dir, spool)?;
     instance.write_config(&cfg)?;
+    let used = scan_usage(spool)
+        .with_context(|| format!("cannot measure the spool directory {}", spool.display()))?;
+    DiskBudget::create(
+        &spool::budget_path(instance.dir()),
+        cfg.settings.disk_space,
+        used,
+    )
+    .context("cannot create the disk budget")?;
+    if used > 0 {
+        info!(spool = %spool.display(), bytes = used, "found events queued on disk; they are sent first");
+    }
     Doorbell::create_or_open(&instance::doorbell_path(instance.dir()))
         .context("cannot create the uplink doorbell")?;
     for intake in &cfg.intakes {
@@ -46,11 +62,19 @@ pub fn run(cfg: ForwarderConfig, runtime: &RuntimeArgs) -> Result<()> {
     }
     let listeners = bind_all(&cfg.intakes)?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let event_loop = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the supervisor's event loop")?;
-    runtime.block_on(supervise(&cfg, instance, listeners))
+    let sync_always = runtime_args.journal_sync == JournalSync::Always;
+    event_loop.block_on(supervise(
+        &cfg,
+        instance,
+        listeners,
+        runtime_args,
+        sync_always,
+    ))?;
+    Ok(())
 }
 
 /// Binds every port before any worker starts, so a taken port stops start-up cleanly.
@@ -119,13 +143,19 @@ async fn supervise(
     cfg: &ForwarderConfig,
     instance: Instance,
     listeners: Vec<OwnedFd>,
+    runtime: &RuntimeArgs,
+    sync_always: bool,
 ) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sigchld = signal(SignalKind::child()).context("cannot watch SIGCHLD")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
 
-    let mut workers = WorkerSet::new(instance.dir().to_path_buf());
+    let common_args = vec![
+        "--journal-sync".to_string(),
+        runtime.journal_sync.as_arg().to_string(),
+    ];
+    let mut workers = WorkerSet::new(instance.dir().to_path_buf(), common_args);
     workers.add(Role::Uplink, None)?;
     for (intake, listener) in cfg.intakes.iter().zip(listeners) {
         let role = Role::Ingest {
@@ -187,6 +217,13 @@ async fn supervise(
         warn!("uplink did not stop in time; killing it (queued events stay in the rings)");
         workers.signal(is_uplink, Signal::SIGKILL);
         wait_for(&mut workers, is_uplink, Duration::from_secs(2)).await;
+    }
+    if workers.all_exited(|_| true) {
+        crate::stop_save::save_rings(cfg, instance.dir(), sync_always)?;
+    } else {
+        warn!(
+            "a worker is still running: rings are not saved to disk (they stay in shared memory)"
+        );
     }
     info!("stopped");
     drop(instance);

@@ -4,27 +4,42 @@
 //! `Wakeup`, and runs until SIGTERM, when the uplink flushes what the rings still hold (bounded
 //! by its drain timeout). Rings of intakes no longer configured are drained too.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sekoia_shared::queue::intake_queue::{IntakeQueue, RingTier};
-use sekoia_shared::queue::{Doorbell, RingConsumer};
+use sekoia_shared::queue::intake_queue::{IntakeQueue, JournalTier, RingTier, Tier};
+use sekoia_shared::queue::{DiskBudget, Doorbell, JournalOptions, RingConsumer};
 use sekoia_shared::uplink::{BatchSource, Uplink, UplinkConfig, UplinkCounters, Wakeup};
 use tracing::info;
 
-use crate::cli::UplinkWorkerArgs;
-use crate::instance;
+use crate::cli::{JournalSync, UplinkWorkerArgs};
+use crate::{instance, spool};
 
 pub fn run(args: &UplinkWorkerArgs) -> Result<()> {
     instance::die_with_supervisor()?;
     let _consumer_lock =
         instance::lock_exclusive(&args.state_dir.join("uplink.lock"), "uplink worker")?;
     let cfg = instance::read_config(&args.state_dir)?;
+    let budget = spool::open_budget(&args.state_dir)?;
+    let opts = spool::options(&cfg, args.journal_sync == JournalSync::Always);
+    let spool_dir = &cfg.settings.spool_dir;
     let mut sources: Vec<Box<dyn BatchSource>> = Vec::new();
-    for path in instance::all_rings(&args.state_dir)? {
-        sources.push(Box::new(intake_queue(&path)?));
+    let rings = instance::all_rings(&args.state_dir)?;
+    let mut keys: Vec<String> = rings.iter().filter_map(|r| spool::key_of_ring(r)).collect();
+    for key in spool::keys_on_disk(spool_dir) {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    for key in keys {
+        let ring = rings
+            .iter()
+            .find(|r| spool::key_of_ring(r).as_deref() == Some(key.as_str()));
+        sources.push(Box::new(intake_queue(
+            &key, ring, spool_dir, &budget, &opts,
+        )?));
     }
     let doorbell = Doorbell::create_or_open(&instance::doorbell_path(&args.state_dir))
         .context("cannot open the uplink doorbell")?;
@@ -47,15 +62,30 @@ pub fn run(args: &UplinkWorkerArgs) -> Result<()> {
     Ok(())
 }
 
-/// An intake's queue (today its ring) as the uplink's source.
-fn intake_queue(ring_path: &Path) -> Result<IntakeQueue> {
-    let ring = RingConsumer::attach(ring_path)
-        .with_context(|| format!("cannot attach ring {}", ring_path.display()))?;
-    let name = ring_path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Ok(IntakeQueue::new(name, vec![Box::new(RingTier(ring))]))
+/// An intake's queue as the uplink's source: what was saved at the last stop, then the
+/// ring, then the journal (see `queue::intake_queue` for why that order is the intake's).
+fn intake_queue(
+    key: &str,
+    ring: Option<&PathBuf>,
+    spool_dir: &Path,
+    budget: &DiskBudget,
+    opts: &JournalOptions,
+) -> Result<IntakeQueue> {
+    let mut tiers: Vec<Box<dyn Tier>> = Vec::new();
+    let saved = spool::saved_dir(spool_dir, key);
+    if saved.is_dir() {
+        tiers.push(Box::new(JournalTier::open(&saved, "saved", budget, opts)?));
+    }
+    if let Some(ring) = ring {
+        let consumer = RingConsumer::attach(ring)
+            .with_context(|| format!("cannot attach ring {}", ring.display()))?;
+        tiers.push(Box::new(RingTier(consumer)));
+    }
+    let journal = spool::journal_dir(spool_dir, key);
+    tiers.push(Box::new(JournalTier::open(
+        &journal, "journal", budget, opts,
+    )?));
+    Ok(IntakeQueue::new(key, tiers))
 }
 
 /// The doorbell the ingest workers ring, as the uplink's wake-up source.

@@ -44,15 +44,18 @@ struct Worker {
 
 pub struct WorkerSet {
     state_dir: PathBuf,
+    /// Arguments every worker gets (the journal's fsync policy).
+    common_args: Vec<String>,
     workers: Vec<Worker>,
     /// Once stopping, dead workers are not restarted any more.
     stopping: bool,
 }
 
 impl WorkerSet {
-    pub fn new(state_dir: PathBuf) -> Self {
+    pub fn new(state_dir: PathBuf, common_args: Vec<String>) -> Self {
         Self {
             state_dir,
+            common_args,
             workers: Vec::new(),
             stopping: false,
         }
@@ -75,6 +78,7 @@ impl WorkerSet {
 
     fn spawn(&mut self, idx: usize) -> Result<()> {
         let state_dir = self.state_dir.clone();
+        let common_args = self.common_args.clone();
         let worker = &mut self.workers[idx];
         let mut cmd = Command::new("/proc/self/exe");
         match &worker.role {
@@ -87,7 +91,7 @@ impl WorkerSet {
                 cmd.arg("uplink-worker");
             }
         }
-        cmd.arg("--state-dir").arg(&state_dir);
+        cmd.arg("--state-dir").arg(&state_dir).args(&common_args);
         // Its own process group: a terminal's Ctrl-C reaches only the supervisor, which then
         // stops the workers in order (inputs first) instead of all at once.
         cmd.process_group(0);

@@ -16,7 +16,9 @@
 use std::collections::VecDeque;
 use std::io;
 
-use crate::queue::{ReadSpan, RingConsumer};
+use std::path::Path;
+
+use crate::queue::{DiskBudget, JournalOptions, JournalReader, ReadSpan, RingConsumer};
 use crate::uplink::{self, BatchSource};
 
 /// One place an intake's events are read from, in that tier's own positions.
@@ -62,6 +64,54 @@ impl Tier for RingTier {
 
     fn label(&self) -> &'static str {
         "ring"
+    }
+}
+
+/// A journal (the ring's overflow, or what was saved at the last stop) as a tier.
+pub struct JournalTier {
+    reader: JournalReader,
+    label: &'static str,
+}
+
+impl JournalTier {
+    pub fn open(
+        dir: &Path,
+        label: &'static str,
+        budget: &DiskBudget,
+        opts: &JournalOptions,
+    ) -> io::Result<Self> {
+        let reader = JournalReader::open(dir, budget.clone(), opts.clone())
+            .map_err(|e| io::Error::other(format!("cannot open journal {}: {e}", dir.display())))?;
+        Ok(Self { reader, label })
+    }
+}
+
+impl Tier for JournalTier {
+    fn committed(&self) -> u64 {
+        self.reader.committed()
+    }
+
+    fn read(
+        &mut self,
+        from: u64,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> io::Result<Option<ReadSpan>> {
+        self.reader
+            .read(from, max_bytes, out)
+            .map_err(io::Error::other)
+    }
+
+    fn commit(&mut self, pos: u64) {
+        if let Err(e) = self.reader.commit(pos) {
+            // The position is kept in memory; the checkpoint is retried at the next commit.
+            tracing::warn!(journal = %self.reader.dir().display(), error = %e,
+                "cannot persist the journal checkpoint");
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        self.label
     }
 }
 

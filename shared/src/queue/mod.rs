@@ -20,6 +20,7 @@
 mod doorbell;
 #[cfg(not(loom))]
 pub mod intake_queue;
+pub mod journal;
 pub mod record;
 mod ring;
 mod sync;
@@ -28,6 +29,9 @@ mod sync;
 mod loom_tests;
 
 pub use doorbell::{Doorbell, WaitTicket};
+pub use journal::{
+    scan_usage, DiskBudget, JournalError, JournalOptions, JournalReader, JournalWriter, SyncPolicy,
+};
 pub use ring::{Ring, RingConsumer, RingInfo, RingProducer};
 
 use std::path::PathBuf;

@@ -1,0 +1,314 @@
+//! Durable queueing on real processes: outages, kill -9 of everything, SIGTERM with a
+//! backlog, a destination killed mid-stream, a full disk budget, corrupt journal files.
+//! Every event carries a sequence number; zero loss is the assertion, duplicates are
+//! reported. Volumes are small for CI; `SEKOIA_SOAK=1` multiplies them by 20.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::{TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use sekoia_tests::forwarder::find_files;
+use sekoia_tests::{
+    free_port_both, free_tcp_port, wait_until, Forwarder, ForwarderBuilder, TestCerts, TlsSink,
+};
+
+const KEY: &str = "DurableIntakeKey012345";
+
+fn scale(n: u64) -> u64 {
+    if std::env::var_os("SEKOIA_SOAK").is_some() {
+        n * 20
+    } else {
+        n
+    }
+}
+
+fn sequence_counts(lines: &[Vec<u8>]) -> BTreeMap<u64, u32> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        let text = String::from_utf8_lossy(line);
+        if let Some(n) = text
+            .split("seq=")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|t| t.parse().ok())
+        {
+            *counts.entry(n).or_insert(0u32) += 1;
+        }
+    }
+    counts
+}
+
+/// Waits until every number of `0..n` arrived; returns the counts and the duplicates.
+fn expect_all(sink: &TlsSink, n: u64, limit: Duration, fwd: &Forwarder) -> u32 {
+    let mut counts = BTreeMap::new();
+    wait_until(limit, || {
+        counts = sequence_counts(&sink.lines());
+        counts.len() as u64 >= n
+    });
+    let missing: Vec<u64> = (0..n).filter(|i| !counts.contains_key(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "lost {} of {n} events, first {:?}\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        tail(&fwd.stderr())
+    );
+    counts.values().map(|c| c - 1).sum()
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Sends `seq=from..to` (300-byte events) on one connection, LF-framed; the worker's close
+/// proves it read everything.
+fn send_tcp(port: u16, from: u64, to: u64) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let pad = "x".repeat(240);
+    let mut buf = Vec::with_capacity(1 << 20);
+    for i in from..to {
+        writeln!(buf, "<13>Oct 11 22:14:15 host app: seq={i} {pad}").unwrap();
+        if buf.len() > 1 << 20 {
+            c.write_all(&buf).expect("send");
+            buf.clear();
+        }
+    }
+    c.write_all(&buf).expect("send");
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut b = [0u8; 1];
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let _ = std::io::Read::read(&mut c, &mut b);
+}
+
+fn yaml(port: u16, queue_size: u64) -> String {
+    format!("intakes:\n- name: Durable\n  protocol: tcp\n  port: {port}\n  intake_key: {KEY}\n  queue_size: {queue_size}\n")
+}
+
+/// A sink port that nothing listens on yet (the destination is down).
+fn down_port() -> u16 {
+    free_tcp_port()
+}
+
+fn journal_bytes(fwd: &Forwarder) -> u64 {
+    find_files(&fwd.spool, "seg")
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn destination_down_then_back_spills_to_disk_and_loses_nothing() {
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let sink_port = down_port();
+    let port = free_tcp_port();
+    // queue_size 1 gives the smallest ring (1 MiB, about 3,000 events of 300 bytes): most of
+    // the outage goes to the journal.
+    let fwd = ForwarderBuilder::new(&yaml(port, 1), sink_port)
+        .ca_file(&certs.ca_pem)
+        .start();
+    let n = scale(20_000);
+    send_tcp(port, 0, n);
+    assert!(
+        wait_until(Duration::from_secs(10), || journal_bytes(&fwd) > 0),
+        "the ring spilled to disk\n{}",
+        tail(&fwd.stderr())
+    );
+    let sink = TlsSink::start_on(&certs, sink_port);
+    let dups = expect_all(&sink, n, Duration::from_secs(60), &fwd);
+    eprintln!("delivered {n} after the outage, duplicates {dups}");
+    // Oldest first: the first event delivered is the first sent.
+    let first = sequence_counts(&sink.lines()[..1]);
+    assert!(first.contains_key(&0), "oldest first");
+}
+
+#[test]
+fn sigterm_with_a_backlog_saves_it_and_a_restart_sends_it() {
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let sink_port = down_port();
+    let port = free_tcp_port();
+    let mut fwd = ForwarderBuilder::new(&yaml(port, 1), sink_port)
+        .ca_file(&certs.ca_pem)
+        .start();
+    let n = scale(10_000);
+    send_tcp(port, 0, n);
+    let status = fwd.terminate(Duration::from_secs(60));
+    assert!(status.success(), "{status:?}\n{}", tail(&fwd.stderr()));
+    // A reboot or a new container: the shared memory is gone, only the spool remains.
+    fwd.wipe_shared_memory();
+    let sink = TlsSink::start_on(&certs, sink_port);
+    fwd.spawn();
+    let dups = expect_all(&sink, n, Duration::from_secs(60), &fwd);
+    eprintln!("delivered {n} after SIGTERM + reboot, duplicates {dups}");
+}
+
+#[test]
+fn kill9_of_supervisor_and_all_workers_then_restart_loses_nothing() {
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let sink_port = down_port();
+    let port = free_tcp_port();
+    let mut fwd = ForwarderBuilder::new(&yaml(port, 1), sink_port)
+        .ca_file(&certs.ca_pem)
+        .start();
+    let n = scale(10_000);
+    send_tcp(port, 0, n);
+    fwd.kill9_all();
+    let sink = TlsSink::start_on(&certs, sink_port);
+    fwd.spawn();
+    let dups = expect_all(&sink, n, Duration::from_secs(60), &fwd);
+    eprintln!("delivered {n} after kill -9 of every process, duplicates {dups}");
+}
+
+#[test]
+fn destination_killed_mid_stream_and_restarted_loses_nothing() {
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let sink = TlsSink::start(&certs);
+    let sink_port = sink.port;
+    let port = free_tcp_port();
+    let fwd = ForwarderBuilder::new(&yaml(port, 1000), sink_port)
+        .ca_file(&certs.ca_pem)
+        .start();
+    let n = scale(30_000);
+    let sender = std::thread::spawn(move || send_tcp(port, 0, n));
+    assert!(wait_until(Duration::from_secs(30), || sink.count() > 2_000));
+    let before = sink.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    let sink = TlsSink::start_on(&certs, sink_port);
+    sender.join().unwrap();
+    let mut counts = sequence_counts(&before);
+    let mut all = BTreeMap::new();
+    wait_until(Duration::from_secs(60), || {
+        all = counts.clone();
+        for (k, v) in sequence_counts(&sink.lines()) {
+            *all.entry(k).or_insert(0) += v;
+        }
+        all.len() as u64 >= n
+    });
+    counts = all;
+    let missing: Vec<u64> = (0..n).filter(|i| !counts.contains_key(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "lost {} events: {:?}\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        tail(&fwd.stderr())
+    );
+    let dups: u32 = counts.values().map(|c| c - 1).sum();
+    eprintln!("destination killed mid-stream: delivered {n}, duplicates {dups}");
+}
+
+#[test]
+fn full_disk_budget_blocks_tcp_senders_and_counts_udp_drops() {
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let sink_port = down_port();
+    let (tcp, udp) = (free_tcp_port(), free_port_both());
+    let yaml = format!(
+        "intakes:\n- name: T\n  protocol: tcp\n  port: {tcp}\n  intake_key: {KEY}\n  queue_size: 1\n\
+         - name: U\n  protocol: udp\n  port: {udp}\n  intake_key: {KEY}\n  queue_size: 1\n"
+    );
+    let fwd = ForwarderBuilder::new(&yaml, sink_port)
+        .ca_file(&certs.ca_pem)
+        .env("DISK_SPACE", "4m")
+        .start();
+    // TCP: more than memory + disk can hold; the sender must be held back, not dropped.
+    let n = 30_000u64;
+    let sender = std::thread::spawn(move || {
+        let started = Instant::now();
+        send_tcp(tcp, 0, n);
+        started.elapsed()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !sender.is_finished(),
+        "a full queue slows the TCP sender down"
+    );
+    // UDP at the same point: dropped and counted.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..20_000 {
+        let _ = sock.send_to(
+            format!("<13>udp seq={i} {}", "y".repeat(200)).as_bytes(),
+            ("127.0.0.1", udp),
+        );
+    }
+    // The destination comes back: everything TCP sent arrives.
+    let sink = TlsSink::start_on(&certs, sink_port);
+    let blocked_for = sender.join().unwrap();
+    assert!(blocked_for >= Duration::from_secs(3));
+    let mut tcp_seen = BTreeSet::new();
+    wait_until(Duration::from_secs(60), || {
+        tcp_seen = sink
+            .lines()
+            .iter()
+            .filter(|l| !String::from_utf8_lossy(l).contains("udp seq="))
+            .flat_map(|l| sequence_counts(std::slice::from_ref(l)).into_keys())
+            .collect();
+        tcp_seen.len() as u64 >= n
+    });
+    assert_eq!(
+        tcp_seen.len() as u64,
+        n,
+        "every TCP event arrives\n{}",
+        tail(&fwd.stderr())
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || fwd
+            .stderr()
+            .contains("dropped_full=")),
+        "UDP drops are reported\n{}",
+        tail(&fwd.stderr())
+    );
+}
+
+#[test]
+fn corrupt_journal_record_and_truncated_segment_are_skipped_and_counted() {
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let sink_port = down_port();
+    let port = free_tcp_port();
+    let mut fwd = ForwarderBuilder::new(&yaml(port, 1), sink_port)
+        .ca_file(&certs.ca_pem)
+        .start();
+    let n = 20_000;
+    send_tcp(port, 0, n);
+    let status = fwd.terminate(Duration::from_secs(60));
+    assert!(status.success());
+    let mut segments = find_files(&fwd.spool, "seg");
+    segments.sort();
+    assert!(segments.len() >= 2, "journal segments: {segments:?}");
+    // Flip one bit in the middle of the first segment, cut the last one in the middle of a record.
+    let first = &segments[0];
+    let mut bytes = std::fs::read(first).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(first, &bytes).unwrap();
+    let last = segments.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(last).unwrap();
+    f.set_len(len - 37).unwrap();
+    drop(f);
+    let sink = TlsSink::start_on(&certs, sink_port);
+    fwd.spawn();
+    let mut counts = BTreeMap::new();
+    wait_until(Duration::from_secs(60), || {
+        let before = counts.len();
+        std::thread::sleep(Duration::from_millis(500));
+        counts = sequence_counts(&sink.lines());
+        counts.len() == before && before > 0
+    });
+    let missing = (0..n).filter(|i| !counts.contains_key(i)).count();
+    eprintln!(
+        "corrupted journal: delivered {} of {n}, missing {missing}",
+        counts.len()
+    );
+    assert!(
+        (1..=3).contains(&missing),
+        "only the damaged records are lost: missing {missing}\n{}",
+        tail(&fwd.stderr())
+    );
+    let err = fwd.stderr();
+    assert!(err.contains("corrupt"), "{}", tail(&err));
+    assert!(
+        fwd.worker_pids("uplink-worker").len() == 1,
+        "the forwarder keeps running"
+    );
+}

@@ -93,3 +93,20 @@ pub fn is_reference_timestamp(ts: &str) -> bool {
         && b[29] == b':'
         && digits(30..32)
 }
+
+/// True when some socket listens on TCP `port` (any address), from /proc/net/tcp{,6}.
+pub fn is_listening(port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|file| {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|l| {
+                let mut f = l.split_whitespace();
+                let local = f.nth(1).unwrap_or("");
+                let state = f.nth(1).unwrap_or("");
+                local.ends_with(&want) && state == "0A"
+            })
+    })
+}

@@ -1,22 +1,21 @@
 //! Bad configuration: every problem listed (file, intake, field, fix), non-zero exit, and
 //! nothing bound. `check` validates without starting anything.
 
-use std::net::TcpListener;
 use std::process::Command;
 
-use sekoia_tests::{forwarder::binary, free_tcp_port};
+use sekoia_tests::{forwarder::binary, free_tcp_port, is_listening};
 
 fn run(args: &[&str], yaml: &str) -> (i32, String, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("intakes.yaml");
     std::fs::write(&cfg, yaml).unwrap();
     std::fs::create_dir_all(dir.path().join("extended_conf")).unwrap();
-    let out = Command::new(binary())
-        .args(args)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--spool-dir")
-        .arg(dir.path().join("spool"))
+    let mut cmd = Command::new(binary());
+    cmd.args(args).arg("--config").arg(&cfg);
+    if !args.contains(&"--spool-dir") {
+        cmd.arg("--spool-dir").arg(dir.path().join("spool"));
+    }
+    let out = cmd
         .arg("--shm-dir")
         .arg(dir.path().join("shm"))
         .arg("--certs-dir")
@@ -37,7 +36,10 @@ fn run(args: &[&str], yaml: &str) -> (i32, String, String, tempfile::TempDir) {
 
 #[test]
 fn invalid_config_lists_every_problem_and_binds_nothing() {
-    let good_port = free_tcp_port();
+    // The valid intake's port is held by us: a forwarder that bound ports before finishing
+    // validation would fail on it ("cannot listen", exit 1) instead of listing the problems.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let good_port = holder.local_addr().unwrap().port();
     let yaml = format!(
         "intakes:\n- name: Good\n  protocol: tcp\n  port: {good_port}\n  intake_key: GoodKey0123456789\n\
          - name: BadPort\n  protocol: tcp\n  port: 70000\n  intake_key: GoodKey0123456789\n\
@@ -46,7 +48,8 @@ fn invalid_config_lists_every_problem_and_binds_nothing() {
          - name: NoKey\n  protocol: udp\n  port: 20519\n"
     );
     let (code, _out, err, _dir) = run(&[], &yaml);
-    assert_ne!(code, 0, "{err}");
+    assert_eq!(code, 2, "configuration problems exit with status 2:\n{err}");
+    assert!(!err.contains("cannot listen"), "{err}");
     for needle in [
         "BadPort",
         "70000",
@@ -59,8 +62,8 @@ fn invalid_config_lists_every_problem_and_binds_nothing() {
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
-    // The valid intake's port was never bound.
-    assert!(TcpListener::bind(("0.0.0.0", good_port)).is_ok());
+    drop(holder);
+    assert!(!is_listening(good_port));
 }
 
 #[test]
@@ -81,4 +84,20 @@ fn misspelt_field_is_a_warning_with_a_suggestion() {
     let (code, _out, err, _dir) = run(&["check"], &yaml);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("degub") && err.contains("debug"), "{err}");
+}
+
+#[test]
+fn unwritable_spool_directory_is_a_listed_problem() {
+    let port = free_tcp_port();
+    let yaml = format!("intakes:\n- name: Good\n  protocol: tcp\n  port: {port}\n  intake_key: GoodKey0123456789\n");
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let spool = blocker.join("spool");
+    let (code, _out, err, _d) = run(&["check", "--spool-dir", spool.to_str().unwrap()], &yaml);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("SPOOL_DIR") && err.contains(spool.to_str().unwrap()),
+        "{err}"
+    );
 }

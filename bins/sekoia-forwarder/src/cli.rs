@@ -115,7 +115,7 @@ pub struct UplinkWorkerArgs {
 pub fn load_config(args: &SettingsArgs) -> Result<ForwarderConfig, ExitCode> {
     let settings = args.resolve().map_err(|e| bad_config(&e))?;
     let cfg = config::load(settings).map_err(|e| bad_config(&e))?;
-    let problems = certificate_problems(&cfg);
+    let problems = environment_problems(&cfg);
     if !problems.is_empty() {
         return Err(bad_config(&config::ConfigErrors(problems)));
     }
@@ -125,9 +125,18 @@ pub fn load_config(args: &SettingsArgs) -> Result<ForwarderConfig, ExitCode> {
     Ok(cfg)
 }
 
-/// Parses the TLS intakes' key pairs and the uplink's trust store, as the workers will.
-fn certificate_problems(cfg: &ForwarderConfig) -> Vec<config::Problem> {
+/// Checks what the workers will need from the machine: the TLS intakes' key pairs, the
+/// uplink's trust store, a writable spool directory.
+fn environment_problems(cfg: &ForwarderConfig) -> Vec<config::Problem> {
     let mut problems = Vec::new();
+    let spool = &cfg.settings.spool_dir;
+    if let Err(e) = probe_writable(spool) {
+        problems.push(config::Problem::setting(
+            "--spool-dir / SPOOL_DIR",
+            format!("{} is not a writable directory: {e}", spool.display()),
+            "create it and give the forwarder's user write access, or point SPOOL_DIR elsewhere",
+        ));
+    }
     for intake in &cfg.intakes {
         let Some(files) = &intake.tls else { continue };
         if let Err(e) = input::load_server_tls(&files.key, &files.cert) {
@@ -175,4 +184,14 @@ pub fn check(args: &SettingsArgs) -> ExitCode {
         }
         Err(code) => code,
     }
+}
+
+/// Creates the directory if needed and writes, syncs and removes a probe file in it.
+fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(".sekoia-forwarder-probe");
+    let file = std::fs::File::create(&probe)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::remove_file(&probe)
 }

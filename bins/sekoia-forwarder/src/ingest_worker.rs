@@ -6,11 +6,11 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use sekoia_shared::config::{Intake, Protocol};
 use sekoia_shared::input::{self, InputCounters, MessageSink, Resolver};
-use sekoia_shared::queue::{Doorbell, JournalWriter, RingProducer};
+use sekoia_shared::queue::{Doorbell, RingProducer};
 use tracing::info;
 
 use crate::cli::{IngestWorkerArgs, JournalSync};
-use crate::intake_sink::IntakeSink;
+use crate::intake_sink::{IntakeSink, JournalOpener};
 use crate::{instance, spool};
 
 /// How often drops and errors are reported in the log.
@@ -36,14 +36,13 @@ pub fn run(args: &IngestWorkerArgs) -> Result<()> {
         .with_context(|| format!("cannot attach ring {}", ring_path.display()))?;
     let key = spool::key_of_ring(&ring_path).unwrap_or_default();
     let journal_dir = spool::journal_dir(&cfg.settings.spool_dir, &key);
-    let journal = JournalWriter::open(
-        &journal_dir,
+    let opener = JournalOpener::new(
+        journal_dir,
         intake.id,
         spool::open_budget(&args.state_dir)?,
         spool::options(&cfg, args.journal_sync == JournalSync::Always),
-    )
-    .with_context(|| format!("cannot open the journal {}", journal_dir.display()))?;
-    let sink = Arc::new(IntakeSink::new(intake.clone(), producer, journal, doorbell));
+    );
+    let sink = Arc::new(IntakeSink::new(intake.clone(), producer, opener, doorbell));
     let resolver = Arc::new(Resolver::new(cfg.settings.resolve_hostnames));
     let counters = Arc::new(InputCounters::default());
 

@@ -14,16 +14,21 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use sekoia_shared::config::Intake;
 use sekoia_shared::input::{Frame, MessageSink};
-use sekoia_shared::queue::{Doorbell, JournalWriter, RecordMeta, RingProducer, FLAG_TRUNCATED};
+use sekoia_shared::queue::{
+    DiskBudget, Doorbell, JournalOptions, JournalWriter, RecordMeta, RingProducer, FLAG_TRUNCATED,
+};
 use sekoia_shared::syslog::{render_event, EventContext, LocalClock};
 use tracing::{error, info, warn};
 
+/// How often an unopenable journal is tried again.
+const JOURNAL_RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often a persisting disk problem is logged again.
 const DISK_ERROR_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -36,23 +41,74 @@ pub struct IntakeSink {
 
 struct Queues {
     ring: RingProducer,
-    journal: JournalWriter,
+    /// None while the journal cannot be opened (unwritable spool, bad segment): the worker
+    /// keeps serving from memory and retries; a full ring then holds senders back.
+    journal: Option<JournalWriter>,
+    opener: JournalOpener,
     doorbell: Doorbell,
     /// True from the moment the ring was full until the journal is fully delivered.
     spilling: bool,
     last_disk_error: Option<Instant>,
 }
 
+/// How to (re)open the intake's journal.
+pub struct JournalOpener {
+    dir: PathBuf,
+    intake_id: u16,
+    budget: DiskBudget,
+    options: JournalOptions,
+    last_try: Option<Instant>,
+}
+
+impl JournalOpener {
+    pub fn new(dir: PathBuf, intake_id: u16, budget: DiskBudget, options: JournalOptions) -> Self {
+        Self {
+            dir,
+            intake_id,
+            budget,
+            options,
+            last_try: None,
+        }
+    }
+
+    /// Opens the journal, at most once per `JOURNAL_RETRY_EVERY`; failures are logged with
+    /// the path and the reason.
+    fn try_open(&mut self, intake: &str) -> Option<JournalWriter> {
+        if self
+            .last_try
+            .is_some_and(|at| at.elapsed() < JOURNAL_RETRY_EVERY)
+        {
+            return None;
+        }
+        self.last_try = Some(Instant::now());
+        let opened = JournalWriter::open(
+            &self.dir,
+            self.intake_id,
+            self.budget.clone(),
+            self.options.clone(),
+        );
+        match opened {
+            Ok(w) => Some(w),
+            Err(e) => {
+                error!(intake = %intake, journal = %self.dir.display(), error = %e,
+                    "cannot open the disk journal; serving from memory only, retrying");
+                None
+            }
+        }
+    }
+}
+
 impl IntakeSink {
     pub fn new(
         intake: Intake,
         ring: RingProducer,
-        journal: JournalWriter,
+        mut opener: JournalOpener,
         doorbell: Doorbell,
     ) -> Self {
+        let journal = opener.try_open(&intake.name);
         // A journal left with undelivered events by a previous run keeps the spill going:
         // new events must queue behind them.
-        let spilling = !journal.is_drained();
+        let spilling = journal.as_ref().is_some_and(|j| !j.is_drained());
         if spilling {
             info!(intake = %intake.name, "journal holds undelivered events; new events queue behind them on disk");
         }
@@ -61,6 +117,7 @@ impl IntakeSink {
             queues: Mutex::new(Queues {
                 ring,
                 journal,
+                opener,
                 doorbell,
                 spilling,
                 last_disk_error: None,
@@ -76,19 +133,28 @@ impl IntakeSink {
         }
     }
 
-    /// Batch fsync of the journal when it is due (called periodically).
+    /// Batch fsync of the journal when it is due, or another try at opening it (called
+    /// periodically).
     pub fn sync_if_due(&self) {
         let mut q = self.lock();
-        if let Err(e) = q.journal.sync_if_due() {
-            q.disk_error(&self.intake.name, &e);
+        let q = &mut *q;
+        match q.journal.as_mut() {
+            Some(journal) => {
+                if let Err(e) = journal.sync_if_due() {
+                    q.disk_error(&self.intake.name, &e);
+                }
+            }
+            None => q.journal = q.opener.try_open(&self.intake.name),
         }
     }
 
     /// Writes out and fsyncs what the journal buffers (at stop).
     pub fn close(&self) {
         let mut q = self.lock();
-        if let Err(e) = q.journal.sync() {
-            error!(intake = %self.intake.name, error = %e, "cannot sync the journal at stop");
+        if let Some(journal) = q.journal.as_mut() {
+            if let Err(e) = journal.sync() {
+                error!(intake = %self.intake.name, error = %e, "cannot sync the journal at stop");
+            }
         }
     }
 }
@@ -166,7 +232,8 @@ impl IntakeSink {
         now_us: i64,
     ) -> usize {
         let mut q = self.lock();
-        if q.spilling && q.journal.is_drained() {
+        let q = &mut *q;
+        if q.spilling && q.journal.as_ref().is_some_and(JournalWriter::is_drained) {
             q.spilling = false;
             info!(intake = %self.intake.name, "journal delivered; events go to memory again");
         }
@@ -198,7 +265,11 @@ impl IntakeSink {
                     }
                 }
             }
-            match q.journal.append(&meta, payload) {
+            let Some(journal) = q.journal.as_mut() else {
+                // No disk tier: the rest waits with its sender (or is dropped, UDP).
+                break;
+            };
+            match journal.append(&meta, payload) {
                 Ok(true) => {
                     accepted += 1;
                     journaled = true;
@@ -213,7 +284,7 @@ impl IntakeSink {
         }
         q.ring.publish();
         if journaled {
-            if let Err(e) = q.journal.flush() {
+            if let Some(Err(e)) = q.journal.as_mut().map(JournalWriter::flush) {
                 // The records stay buffered in the writer and go out with the next flush.
                 q.disk_error(&self.intake.name, &e);
             }

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use sekoia_shared::queue::intake_queue::{IntakeQueue, JournalTier, RingTier, Tier};
 use sekoia_shared::queue::{DiskBudget, Doorbell, JournalOptions, RingConsumer};
 use sekoia_shared::uplink::{BatchSource, Uplink, UplinkConfig, UplinkCounters, Wakeup};
-use tracing::info;
+use tracing::{error, info};
 
 use crate::cli::{JournalSync, UplinkWorkerArgs};
 use crate::{instance, spool};
@@ -39,7 +39,7 @@ pub fn run(args: &UplinkWorkerArgs) -> Result<()> {
             .find(|r| spool::key_of_ring(r).as_deref() == Some(key.as_str()));
         sources.push(Box::new(intake_queue(
             &key, ring, spool_dir, &budget, &opts,
-        )?));
+        )));
     }
     let doorbell = Doorbell::create_or_open(&instance::doorbell_path(&args.state_dir))
         .context("cannot open the uplink doorbell")?;
@@ -70,22 +70,27 @@ fn intake_queue(
     spool_dir: &Path,
     budget: &DiskBudget,
     opts: &JournalOptions,
-) -> Result<IntakeQueue> {
+) -> IntakeQueue {
     let mut tiers: Vec<Box<dyn Tier>> = Vec::new();
     let saved = spool::saved_dir(spool_dir, key);
     if saved.is_dir() {
-        tiers.push(Box::new(JournalTier::open(&saved, "saved", budget, opts)?));
+        tiers.push(Box::new(JournalTier::new(&saved, "saved", budget, opts)));
     }
     if let Some(ring) = ring {
-        let consumer = RingConsumer::attach(ring)
-            .with_context(|| format!("cannot attach ring {}", ring.display()))?;
-        tiers.push(Box::new(RingTier(consumer)));
+        // A ring that cannot be attached is left as it is (its events stay in shared memory)
+        // rather than stopping every other intake's delivery.
+        match RingConsumer::attach(ring) {
+            Ok(consumer) => tiers.push(Box::new(RingTier::new(consumer))),
+            Err(e) => {
+                error!(ring = %ring.display(), error = %e, "cannot attach the ring; skipping it")
+            }
+        }
     }
     let journal = spool::journal_dir(spool_dir, key);
-    tiers.push(Box::new(JournalTier::open(
+    tiers.push(Box::new(JournalTier::new(
         &journal, "journal", budget, opts,
-    )?));
-    Ok(IntakeQueue::new(key, tiers))
+    )));
+    IntakeQueue::new(key, tiers)
 }
 
 /// The doorbell the ingest workers ring, as the uplink's wake-up source.

@@ -9,57 +9,60 @@
 //! journal is empty. Reading "the first tier that has something" therefore keeps the
 //! intake's order.
 //!
-//! Each tier has its own positions; the uplink gets *virtual* positions (a running byte
-//! count) and commits them in order. `outstanding` maps each virtual end back to its tier's
-//! real end, so a commit frees exactly what was delivered, tier by tier.
+//! Each tier has its own positions and read cursor; the uplink gets *virtual* positions (a
+//! running byte count) and commits them in order. `outstanding` maps each virtual end back
+//! to its tier's real end, so a commit frees exactly what was delivered, tier by tier.
 
 use std::collections::VecDeque;
 use std::io;
-
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::queue::{DiskBudget, JournalOptions, JournalReader, ReadSpan, RingConsumer};
 use crate::uplink::{self, BatchSource};
 
-/// One place an intake's events are read from, in that tier's own positions.
+/// How often a journal that cannot be opened is tried again.
+const JOURNAL_RETRY_EVERY: Duration = Duration::from_secs(10);
+
+/// One place an intake's events are read from, in that tier's own positions. A tier keeps
+/// its read cursor (starting at what was committed) and moves it with every read.
 pub trait Tier: Send + 'static {
-    /// Start position: everything before it was delivered.
-    fn committed(&self) -> u64;
-    /// Payloads of whole records from record boundary `from`, about `max_bytes` (at least one
-    /// record when there is one); None when nothing is there now.
-    fn read(
-        &mut self,
-        from: u64,
-        max_bytes: usize,
-        out: &mut Vec<u8>,
-    ) -> io::Result<Option<ReadSpan>>;
-    /// Everything before `pos` was delivered.
+    /// Payloads of the next whole records, about `max_bytes` (at least one record when there
+    /// is one); None when nothing is there now.
+    fn read(&mut self, max_bytes: usize, out: &mut Vec<u8>) -> io::Result<Option<ReadSpan>>;
+    /// Everything before `pos` (an `end` this tier returned) was delivered.
     fn commit(&mut self, pos: u64);
     /// Short name for logs.
     fn label(&self) -> &'static str;
 }
 
 /// The shared-memory ring as a tier.
-pub struct RingTier(pub RingConsumer);
+pub struct RingTier {
+    ring: RingConsumer,
+    cursor: u64,
+}
+
+impl RingTier {
+    pub fn new(ring: RingConsumer) -> Self {
+        let cursor = ring.committed();
+        Self { ring, cursor }
+    }
+}
 
 impl Tier for RingTier {
-    fn committed(&self) -> u64 {
-        self.0.committed()
-    }
-
-    fn read(
-        &mut self,
-        from: u64,
-        max_bytes: usize,
-        out: &mut Vec<u8>,
-    ) -> io::Result<Option<ReadSpan>> {
-        self.0
-            .read(from, None, max_bytes, out)
-            .map_err(io::Error::other)
+    fn read(&mut self, max_bytes: usize, out: &mut Vec<u8>) -> io::Result<Option<ReadSpan>> {
+        let span = self
+            .ring
+            .read(self.cursor, None, max_bytes, out)
+            .map_err(io::Error::other)?;
+        if let Some(span) = &span {
+            self.cursor = span.end;
+        }
+        Ok(span)
     }
 
     fn commit(&mut self, pos: u64) {
-        self.0.commit(pos)
+        self.ring.commit(pos)
     }
 
     fn label(&self) -> &'static str {
@@ -67,45 +70,82 @@ impl Tier for RingTier {
     }
 }
 
-/// A journal (the ring's overflow, or what was saved at the last stop) as a tier.
+/// A journal (the ring's overflow, or what was saved at the last stop) as a tier. A journal
+/// that cannot be opened (unreadable directory, a segment of an unknown format) is logged
+/// and retried; it never stops the other tiers or intakes.
 pub struct JournalTier {
-    reader: JournalReader,
+    dir: PathBuf,
     label: &'static str,
+    budget: DiskBudget,
+    opts: JournalOptions,
+    reader: Option<JournalReader>,
+    cursor: u64,
+    last_try: Option<Instant>,
 }
 
 impl JournalTier {
-    pub fn open(
+    pub fn new(
         dir: &Path,
         label: &'static str,
         budget: &DiskBudget,
         opts: &JournalOptions,
-    ) -> io::Result<Self> {
-        let reader = JournalReader::open(dir, budget.clone(), opts.clone())
-            .map_err(|e| io::Error::other(format!("cannot open journal {}: {e}", dir.display())))?;
-        Ok(Self { reader, label })
+    ) -> Self {
+        let mut tier = Self {
+            dir: dir.to_path_buf(),
+            label,
+            budget: budget.clone(),
+            opts: opts.clone(),
+            reader: None,
+            cursor: 0,
+            last_try: None,
+        };
+        tier.try_open();
+        tier
+    }
+
+    fn try_open(&mut self) {
+        if self
+            .last_try
+            .is_some_and(|at| at.elapsed() < JOURNAL_RETRY_EVERY)
+        {
+            return;
+        }
+        self.last_try = Some(Instant::now());
+        match JournalReader::open(&self.dir, self.budget.clone(), self.opts.clone()) {
+            Ok(reader) => {
+                self.cursor = reader.committed();
+                self.reader = Some(reader);
+            }
+            Err(e) => tracing::error!(journal = %self.dir.display(), error = %e,
+                "cannot open the journal for reading; retrying (other queues go on)"),
+        }
     }
 }
 
 impl Tier for JournalTier {
-    fn committed(&self) -> u64 {
-        self.reader.committed()
-    }
-
-    fn read(
-        &mut self,
-        from: u64,
-        max_bytes: usize,
-        out: &mut Vec<u8>,
-    ) -> io::Result<Option<ReadSpan>> {
-        self.reader
-            .read(from, max_bytes, out)
-            .map_err(io::Error::other)
+    fn read(&mut self, max_bytes: usize, out: &mut Vec<u8>) -> io::Result<Option<ReadSpan>> {
+        if self.reader.is_none() {
+            self.try_open();
+        }
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(None);
+        };
+        let span = reader
+            .read(self.cursor, max_bytes, out)
+            .map_err(io::Error::other)?;
+        if let Some(span) = &span {
+            self.cursor = span.end;
+        }
+        Ok(span)
     }
 
     fn commit(&mut self, pos: u64) {
-        if let Err(e) = self.reader.commit(pos) {
+        let Some(reader) = self.reader.as_mut() else {
+            return;
+        };
+        if let Err(e) = reader.commit(pos) {
             // The position is kept in memory; the checkpoint is retried at the next commit.
-            tracing::warn!(journal = %self.reader.dir().display(), error = %e,
+            tracing::warn!(journal = %self.dir.display(), error = %e,
                 "cannot persist the journal checkpoint");
         }
     }
@@ -127,8 +167,6 @@ struct Handed {
 pub struct IntakeQueue {
     name: String,
     tiers: Vec<Box<dyn Tier>>,
-    /// Next read position in each tier.
-    cursors: Vec<u64>,
     /// Virtual position of the next read.
     next_virtual: u64,
     outstanding: VecDeque<Handed>,
@@ -138,11 +176,9 @@ pub struct IntakeQueue {
 impl IntakeQueue {
     /// `tiers` in drain order (oldest first).
     pub fn new(name: impl Into<String>, tiers: Vec<Box<dyn Tier>>) -> Self {
-        let cursors = tiers.iter().map(|t| t.committed()).collect();
         Self {
             name: name.into(),
             tiers,
-            cursors,
             next_virtual: 0,
             outstanding: VecDeque::new(),
             corrupt_skipped: 0,
@@ -176,15 +212,15 @@ impl BatchSource for IntakeQueue {
             "the uplink reads on from the last end"
         );
         for (idx, tier) in self.tiers.iter_mut().enumerate() {
-            let Some(span) = tier.read(self.cursors[idx], max_bytes, out)? else {
+            let Some(span) = tier.read(max_bytes, out)? else {
                 continue;
             };
             if span.corrupt_skipped > 0 {
                 self.corrupt_skipped += u64::from(span.corrupt_skipped);
                 tracing::warn!(intake = %self.name, tier = tier.label(),
-                    skipped = span.corrupt_skipped, "skipped corrupt records");
+                    skipped = span.corrupt_skipped, total = self.corrupt_skipped,
+                    "skipped corrupt records");
             }
-            self.cursors[idx] = span.end;
             let start = self.next_virtual;
             // At least 1, so every span (even one of only skipped records) moves the position.
             self.next_virtual += (span.end - span.start).max(1);
@@ -223,24 +259,20 @@ impl BatchSource for IntakeQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
 
     /// A tier over a list of payloads; positions are record indexes times 8.
     struct FakeTier {
         records: Vec<Vec<u8>>,
-        committed: u64,
+        committed: Arc<AtomicU64>,
+        cursor: u64,
         label: &'static str,
     }
 
     impl Tier for FakeTier {
-        fn committed(&self) -> u64 {
-            self.committed
-        }
-        fn read(
-            &mut self,
-            from: u64,
-            max_bytes: usize,
-            out: &mut Vec<u8>,
-        ) -> io::Result<Option<ReadSpan>> {
+        fn read(&mut self, max_bytes: usize, out: &mut Vec<u8>) -> io::Result<Option<ReadSpan>> {
+            let from = self.cursor;
             let first = (from / 8) as usize;
             if first >= self.records.len() {
                 return Ok(None);
@@ -252,41 +284,45 @@ mod tests {
                 bytes += self.records[end].len();
                 end += 1;
             }
+            self.cursor = end as u64 * 8;
             Ok(Some(ReadSpan {
                 start: from,
-                end: end as u64 * 8,
+                end: self.cursor,
                 records: (end - first) as u32,
                 bytes: bytes as u64,
                 corrupt_skipped: 0,
             }))
         }
+
         fn commit(&mut self, pos: u64) {
-            assert!(pos >= self.committed, "{} commits go forward", self.label);
-            self.committed = pos;
+            let before = self.committed.swap(pos, Ordering::SeqCst);
+            assert!(pos >= before, "{} commits go forward", self.label);
         }
+
         fn label(&self) -> &'static str {
             self.label
         }
     }
 
-    fn tier(label: &'static str, items: &[&str]) -> Box<dyn Tier> {
-        Box::new(FakeTier {
+    fn tier(label: &'static str, items: &[&str], at: u64) -> (Box<dyn Tier>, Arc<AtomicU64>) {
+        let committed = Arc::new(AtomicU64::new(at));
+        let tier = Box::new(FakeTier {
             records: items.iter().map(|s| s.as_bytes().to_vec()).collect(),
-            committed: 0,
+            committed: committed.clone(),
+            cursor: at,
             label,
-        })
+        });
+        (tier, committed)
     }
 
     #[test]
     fn drains_tiers_oldest_first_with_monotonic_positions() {
-        let mut q = IntakeQueue::new(
-            "t",
-            vec![
-                tier("saved", &["s1", "s2"]),
-                tier("ring", &["r1"]),
-                tier("journal", &["j1", "j2"]),
-            ],
-        );
+        let tiers = vec![
+            tier("saved", &["s1", "s2"], 0).0,
+            tier("ring", &["r1"], 0).0,
+            tier("journal", &["j1", "j2"], 0).0,
+        ];
+        let mut q = IntakeQueue::new("t", tiers);
         let mut out = Vec::new();
         let mut pos = q.committed();
         let mut ends = Vec::new();
@@ -305,33 +341,39 @@ mod tests {
 
     #[test]
     fn commit_frees_each_tier_only_up_to_what_was_delivered() {
-        let mut q = IntakeQueue::new(
-            "t",
-            vec![tier("ring", &["a", "b"]), tier("journal", &["c"])],
-        );
+        let (ring, ring_committed) = tier("ring", &["a", "b"], 0);
+        let (journal, journal_committed) = tier("journal", &["c"], 0);
+        let mut q = IntakeQueue::new("t", vec![ring, journal]);
         let mut out = Vec::new();
         let a = q.read(0, None, 1, &mut out).unwrap().unwrap();
         let b = q.read(a.end, None, 1, &mut out).unwrap().unwrap();
         let c = q.read(b.end, None, 1, &mut out).unwrap().unwrap();
         q.commit(a.end);
-        assert_eq!(q.tiers[0].committed(), 8);
-        assert_eq!(q.tiers[1].committed(), 0);
+        assert_eq!(ring_committed.load(Ordering::SeqCst), 8);
+        assert_eq!(journal_committed.load(Ordering::SeqCst), 0);
         q.commit(c.end);
-        assert_eq!(q.tiers[0].committed(), 16);
-        assert_eq!(q.tiers[1].committed(), 8);
+        assert_eq!(ring_committed.load(Ordering::SeqCst), 16);
+        assert_eq!(journal_committed.load(Ordering::SeqCst), 8);
     }
 
     #[test]
     fn reads_resume_from_each_tiers_committed_position() {
-        let mut ring = FakeTier {
-            records: vec![b"old".to_vec(), b"new".to_vec()],
-            committed: 8,
-            label: "ring",
-        };
-        ring.committed = 8;
-        let mut q = IntakeQueue::new("t", vec![Box::new(ring)]);
+        let (ring, _) = tier("ring", &["old", "new"], 8);
+        let mut q = IntakeQueue::new("t", vec![ring]);
         let mut out = Vec::new();
         q.read(0, None, 100, &mut out).unwrap();
         assert_eq!(out, b"new");
+    }
+
+    #[test]
+    fn a_journal_that_cannot_be_opened_reads_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let budget_path = dir.path().join("budget");
+        let budget = DiskBudget::create(&budget_path, 1 << 20, 0).unwrap();
+        let mut t = JournalTier::new(&file, "journal", &budget, &JournalOptions::default());
+        let mut out = Vec::new();
+        assert!(t.read(1000, &mut out).unwrap().is_none());
     }
 }

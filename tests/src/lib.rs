@@ -16,20 +16,35 @@ pub use sink::TlsSink;
 use std::net::{TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
-/// A TCP port that was free a moment ago (the kernel picked it).
+/// A TCP port that was free a moment ago, on every address. Taken below the kernel's
+/// ephemeral range (32768 and up), so the client sockets of other tests and benchmarks
+/// cannot grab it between the check and its use.
 pub fn free_tcp_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    next_port(|p| TcpListener::bind(("0.0.0.0", p)).is_ok())
 }
 
-/// A UDP port that was free a moment ago, also free for TCP.
+/// A port free for both UDP and TCP.
 pub fn free_port_both() -> u16 {
-    loop {
-        let port = free_tcp_port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    next_port(|p| {
+        TcpListener::bind(("0.0.0.0", p)).is_ok() && UdpSocket::bind(("0.0.0.0", p)).is_ok()
+    })
+}
+
+fn next_port(free: impl Fn(u16) -> bool) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Spread test processes apart: each starts at an offset of its own.
+    let seed = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (seed + n * 7) % SPAN) as u16;
+        if free(port) {
             return port;
         }
     }
+    panic!("no free port between {LOW} and {}", LOW + SPAN);
 }
 
 /// Polls `check` every 20 ms until it is true or `limit` passes.

@@ -16,6 +16,7 @@ mod notify;
 mod spool;
 mod stop_save;
 mod supervisor;
+mod uplink_report;
 mod uplink_worker;
 mod worker_runtime;
 mod worker_set;

@@ -51,13 +51,19 @@ pub fn run(args: &UplinkWorkerArgs) -> Result<()> {
     info!(destination = %format!("{}:{}", uplink_cfg.host, uplink_cfg.port),
         connections = uplink_cfg.connections, rings = sources.len(), "uplink worker starting");
     let counters = Arc::new(UplinkCounters::default());
+    let uplink_counters = counters.clone();
     crate::worker_runtime::runtime("uplink")?.block_on(async move {
         let stop_rx = crate::worker_runtime::stop_on_sigterm()?;
         let wake: Arc<dyn Wakeup> = Arc::new(DoorbellWakeup(doorbell));
-        Uplink::run(uplink_cfg, sources, wake, counters, stop_rx)
+        tokio::spawn(crate::uplink_report::report_periodically(
+            uplink_counters.clone(),
+            Duration::from_secs(10),
+        ));
+        Uplink::run(uplink_cfg, sources, wake, uplink_counters, stop_rx)
             .await
             .map_err(anyhow::Error::from)
     })?;
+    crate::uplink_report::report_totals(&counters);
     info!("uplink worker stopped");
     Ok(())
 }

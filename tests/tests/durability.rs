@@ -128,13 +128,19 @@ fn sigterm_with_a_backlog_saves_it_and_a_restart_sends_it() {
     let certs = TestCerts::new(&["127.0.0.1"]);
     let sink_port = down_port();
     let port = free_tcp_port();
-    let mut fwd = ForwarderBuilder::new(&yaml(port, 1), sink_port)
+    let mut fwd = ForwarderBuilder::new(&yaml(port, 5_000), sink_port)
         .ca_file(&certs.ca_pem)
         .start();
     let n = scale(10_000);
     send_tcp(port, 0, n);
     let status = fwd.terminate(Duration::from_secs(60));
     assert!(status.success(), "{status:?}\n{}", tail(&fwd.stderr()));
+    // Half the events were in the ring (queue_size 5000), half in the journal.
+    assert!(
+        fwd.stderr().contains("saved undelivered events to disk"),
+        "{}",
+        tail(&fwd.stderr())
+    );
     // A reboot or a new container: the shared memory is gone, only the spool remains.
     fwd.wipe_shared_memory();
     let sink = TlsSink::start_on(&certs, sink_port);
@@ -148,7 +154,7 @@ fn kill9_of_supervisor_and_all_workers_then_restart_loses_nothing() {
     let certs = TestCerts::new(&["127.0.0.1"]);
     let sink_port = down_port();
     let port = free_tcp_port();
-    let mut fwd = ForwarderBuilder::new(&yaml(port, 1), sink_port)
+    let mut fwd = ForwarderBuilder::new(&yaml(port, 5_000), sink_port)
         .ca_file(&certs.ca_pem)
         .start();
     let n = scale(10_000);

@@ -32,8 +32,10 @@ pub fn run(args: &IngestWorkerArgs) -> Result<()> {
     )?;
     let doorbell = Doorbell::create_or_open(&instance::doorbell_path(&args.state_dir))
         .context("cannot open the uplink doorbell")?;
-    let producer = RingProducer::attach_with_doorbell(&ring_path, doorbell.clone())
+    let mut producer = RingProducer::attach_with_doorbell(&ring_path, doorbell.clone())
         .with_context(|| format!("cannot attach ring {}", ring_path.display()))?;
+    // The memory tier holds `queue_size` events (and at most the ring's bytes).
+    producer.set_max_records(Some(intake.queue_size));
     let key = spool::key_of_ring(&ring_path).unwrap_or_default();
     let journal_dir = spool::journal_dir(&cfg.settings.spool_dir, &key);
     let opener = JournalOpener::new(

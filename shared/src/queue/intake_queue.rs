@@ -133,8 +133,17 @@ impl Tier for JournalTier {
         let span = reader
             .read(self.cursor, max_bytes, out)
             .map_err(io::Error::other)?;
-        if let Some(span) = &span {
-            self.cursor = span.end;
+        match &span {
+            Some(span) => self.cursor = span.end,
+            // Idle: make the last commit durable, so a quiet intake is not re-sent after a
+            // crash (commits persist the checkpoint at most every checkpoint_interval).
+            None if reader.persisted() < reader.committed() => {
+                if let Err(e) = reader.sync_checkpoint() {
+                    tracing::warn!(journal = %self.dir.display(), error = %e,
+                        "cannot persist the journal checkpoint");
+                }
+            }
+            None => {}
         }
         Ok(span)
     }

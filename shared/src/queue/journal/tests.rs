@@ -733,46 +733,54 @@ fn journal_bench() {
         pages * 4096
     }
     const N: usize = 1_000_000;
-    let tmp = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-    let budget = DiskBudget::create(&tmp.path().join("budget"), u64::MAX, 0).unwrap();
-    let dir = tmp.path().join("journal-tcp-1");
-    let opts = JournalOptions::default();
-    let ev = event(0, 300 - 5);
-    assert_eq!(ev.len(), 300);
-    let rss0 = rss_bytes();
-    let mut w = JournalWriter::open(&dir, 1, budget.clone(), opts.clone()).unwrap();
-    let t = std::time::Instant::now();
-    for _ in 0..N {
-        assert!(w.append(&meta(), &ev).unwrap());
+    for (name, sync) in [
+        ("batch", SyncPolicy::default()),
+        ("always", SyncPolicy::Always),
+    ] {
+        let tmp = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let budget = DiskBudget::create(&tmp.path().join("budget"), u64::MAX, 0).unwrap();
+        let dir = tmp.path().join("journal-tcp-1");
+        let opts = JournalOptions {
+            sync,
+            ..JournalOptions::default()
+        };
+        let ev = event(0, 300 - 4);
+        assert_eq!(ev.len(), 300);
+        let rss0 = rss_bytes();
+        let mut w = JournalWriter::open(&dir, 1, budget.clone(), opts.clone()).unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..N {
+            assert!(w.append(&meta(), &ev).unwrap());
+        }
+        w.sync().unwrap();
+        let append = t.elapsed();
+        let rss1 = rss_bytes();
+        let mut r = JournalReader::open(&dir, budget.clone(), opts).unwrap();
+        let t = std::time::Instant::now();
+        let mut out = Vec::with_capacity(1 << 20);
+        let (mut pos, mut n) = (r.committed(), 0usize);
+        while let Some(span) = r.read(pos, 1 << 20, &mut out).unwrap() {
+            n += span.records as usize;
+            pos = span.end;
+            out.clear();
+            r.commit(pos).unwrap();
+        }
+        r.sync_checkpoint().unwrap();
+        let drain = t.elapsed();
+        assert_eq!(n, N);
+        let rate = |d: Duration| N as f64 / d.as_secs_f64();
+        println!(
+            "journal_bench[{name}]: {N} events of 300 B ({} B on disk each): append {:.0} msg/s ({:.0} MB/s), drain+commit {:.0} msg/s ({:.0} MB/s)",
+            record_len(300),
+            rate(append),
+            rate(append) * 300.0 / 1e6,
+            rate(drain),
+            rate(drain) * 300.0 / 1e6,
+        );
+        println!(
+            "journal_bench[{name}]: RSS grew {} bytes while {N} events were queued: {:.3} bytes of RAM per queued event",
+            rss1.saturating_sub(rss0),
+            rss1.saturating_sub(rss0) as f64 / N as f64
+        );
     }
-    w.sync().unwrap();
-    let append = t.elapsed();
-    let rss1 = rss_bytes();
-    let mut r = JournalReader::open(&dir, budget.clone(), opts).unwrap();
-    let t = std::time::Instant::now();
-    let mut out = Vec::with_capacity(1 << 20);
-    let (mut pos, mut n) = (r.committed(), 0usize);
-    while let Some(span) = r.read(pos, 1 << 20, &mut out).unwrap() {
-        n += span.records as usize;
-        pos = span.end;
-        out.clear();
-        r.commit(pos).unwrap();
-    }
-    r.sync_checkpoint().unwrap();
-    let drain = t.elapsed();
-    assert_eq!(n, N);
-    let rate = |d: Duration| N as f64 / d.as_secs_f64();
-    println!(
-        "journal_bench: {N} events of 300 B ({} B on disk each): append+fsync {:.0} msg/s ({:.0} MB/s), drain+commit {:.0} msg/s ({:.0} MB/s)",
-        record_len(300),
-        rate(append),
-        rate(append) * 300.0 / 1e6,
-        rate(drain),
-        rate(drain) * 300.0 / 1e6,
-    );
-    println!(
-        "journal_bench: RSS grew {} bytes while {N} events were queued: {:.3} bytes of RAM per queued event",
-        rss1.saturating_sub(rss0),
-        rss1.saturating_sub(rss0) as f64 / N as f64
-    );
 }

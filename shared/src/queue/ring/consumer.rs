@@ -17,6 +17,7 @@
 //! Every step advances by at least 8 bytes and never past the limit, so a read terminates and
 //! never touches unpublished bytes, whatever the ring contains.
 
+use std::collections::VecDeque;
 use std::path::Path;
 
 use super::layout::MappedRing;
@@ -35,6 +36,9 @@ pub(crate) struct ConsumerCore<M: RingMemory> {
     /// Last `head` loaded (Acquire); re-read only when a read reaches it.
     head_cache: u64,
     committed: u64,
+    /// For each span read and not yet committed: its end and the seq of the record after it,
+    /// so a commit can publish `committed_seq` (the producer's count bound).
+    seq_marks: VecDeque<(u64, u64)>,
 }
 
 impl<M: RingMemory> ConsumerCore<M> {
@@ -49,6 +53,7 @@ impl<M: RingMemory> ConsumerCore<M> {
             mem,
             head_cache: head,
             committed,
+            seq_marks: VecDeque::new(),
         })
     }
 
@@ -91,6 +96,7 @@ impl<M: RingMemory> ConsumerCore<M> {
         };
         let mut pos = from;
         let mut offset = from % self.capacity;
+        let mut next_seq = None;
         loop {
             if pos >= limit {
                 if refreshed || until <= head {
@@ -141,6 +147,7 @@ impl<M: RingMemory> ConsumerCore<M> {
                         if verify(&raw, &out[start..]) {
                             span.records += 1;
                             span.bytes += len as u64;
+                            next_seq = Some(h.seq + 1);
                         } else {
                             out.truncate(start);
                             span.corrupt_skipped += 1;
@@ -163,6 +170,9 @@ impl<M: RingMemory> ConsumerCore<M> {
             }
         }
         span.end = pos;
+        if let Some(seq) = next_seq {
+            self.seq_marks.push_back((pos, seq));
+        }
         if span.corrupt_skipped > 0 {
             tracing::warn!(
                 from,
@@ -193,6 +203,18 @@ impl<M: RingMemory> ConsumerCore<M> {
             return;
         }
         self.committed = pos;
+        let mut committed_seq = None;
+        while let Some(&(end, seq)) = self.seq_marks.front() {
+            if end > pos {
+                break;
+            }
+            committed_seq = Some(seq);
+            self.seq_marks.pop_front();
+        }
+        if let Some(seq) = committed_seq {
+            // Published by the Release store below, with committed.
+            self.mem.store_committed_seq(seq);
+        }
         // Pairs with the producer's Acquire load of committed in `try_push`: our copies out
         // of the freed bytes happen before it overwrites them.
         self.mem.store_committed(pos, Ordering::Release);

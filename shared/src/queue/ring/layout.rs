@@ -14,7 +14,9 @@
 //!     next_seq:     u64,      //  136  atomic; producer only (Relaxed), stored before head
 //!     _pad:         [u8; 112],//  144  head's 128-byte line ends here
 //!     committed:    u64,      //  256  atomic; consumer stores Release, producer loads Acquire
-//!     _pad:         [u8; 3832],// 264  committed's line, then zero up to the data
+//!     committed_seq: u64,     //  264  atomic; seq of the first uncommitted record, stored
+//!                             //       (Relaxed) just before committed; 0 in a new file
+//!     _pad:         [u8; 3824],// 272  committed's line, then zero up to the data
 //!     data:   [u8; capacity], // 4096  records (see record.rs), never straddling the end
 //! }
 //! ```
@@ -53,6 +55,7 @@ const OFF_CREATED: usize = 32;
 pub(crate) const OFF_HEAD: usize = 128;
 const OFF_NEXT_SEQ: usize = 136;
 pub(crate) const OFF_COMMITTED: usize = 256;
+const OFF_COMMITTED_SEQ: usize = 264;
 
 /// A mapped, validated ring file.
 pub(crate) struct MappedRing {
@@ -354,6 +357,13 @@ impl RingMemory for MappedRing {
     }
     fn store_next_seq(&self, value: u64) {
         self.u64_at(OFF_NEXT_SEQ).store(value, Ordering::Relaxed)
+    }
+    fn load_committed_seq(&self) -> u64 {
+        self.u64_at(OFF_COMMITTED_SEQ).load(Ordering::Relaxed)
+    }
+    fn store_committed_seq(&self, value: u64) {
+        self.u64_at(OFF_COMMITTED_SEQ)
+            .store(value, Ordering::Relaxed)
     }
     unsafe fn write(&self, offset: u64, src: &[u8]) {
         assert!(

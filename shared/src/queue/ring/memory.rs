@@ -28,6 +28,13 @@ pub(crate) trait RingMemory {
     /// Sequence number of the next DATA record (only the producer uses it; Relaxed).
     fn load_next_seq(&self) -> u64;
     fn store_next_seq(&self, value: u64);
+    /// Sequence number of the first record not yet committed (the consumer stores it before
+    /// `committed`, Relaxed; the producer loads it after an Acquire load of `committed`). It
+    /// lets the producer bound the ring by record count. Memories without it count nothing.
+    fn load_committed_seq(&self) -> u64 {
+        0
+    }
+    fn store_committed_seq(&self, _value: u64) {}
 
     /// Copies `src` into the data area at `offset`.
     ///
@@ -70,6 +77,12 @@ impl<T: RingMemory + ?Sized> RingMemory for std::sync::Arc<T> {
     }
     fn store_next_seq(&self, value: u64) {
         (**self).store_next_seq(value)
+    }
+    fn load_committed_seq(&self) -> u64 {
+        (**self).load_committed_seq()
+    }
+    fn store_committed_seq(&self, value: u64) {
+        (**self).store_committed_seq(value)
     }
     unsafe fn write(&self, offset: u64, src: &[u8]) {
         // SAFETY: forwarded unchanged; the caller upholds the same contract.

@@ -41,6 +41,10 @@ pub(crate) struct ProducerCore<M: RingMemory> {
     committed_cache: u64,
     next_seq: u64,
     max_payload: usize,
+    /// Bound on records held (published, not committed); None: bytes only.
+    max_records: Option<u64>,
+    /// Last `committed_seq` loaded; only ever grows.
+    committed_seq_cache: u64,
 }
 
 impl<M: RingMemory> ProducerCore<M> {
@@ -62,11 +66,18 @@ impl<M: RingMemory> ProducerCore<M> {
             published: head,
             committed_cache: committed,
             max_payload,
+            max_records: None,
+            committed_seq_cache: 0,
         })
     }
 
     pub(crate) fn max_payload(&self) -> usize {
         self.max_payload
+    }
+
+    pub(crate) fn set_max_records(&mut self, max: Option<u64>) {
+        self.max_records = max.map(|m| m.max(1));
+        self.committed_seq_cache = self.mem.load_committed_seq();
     }
 
     fn free_with(&self, committed: u64) -> u64 {
@@ -89,6 +100,18 @@ impl<M: RingMemory> ProducerCore<M> {
                 len: payload.len(),
                 max: self.max_payload,
             });
+        }
+        if let Some(max) = self.max_records {
+            if self.next_seq.saturating_sub(self.committed_seq_cache) >= max {
+                // Pairs with the consumer's Release store of committed, which follows its
+                // store of committed_seq.
+                let _ = self.mem.load_committed(Ordering::Acquire);
+                self.committed_seq_cache =
+                    self.committed_seq_cache.max(self.mem.load_committed_seq());
+                if self.next_seq.saturating_sub(self.committed_seq_cache) >= max {
+                    return Ok(false);
+                }
+            }
         }
         let total = record_len(payload.len()) as u64;
         let to_end = self.capacity - self.offset;
@@ -211,6 +234,12 @@ impl RingProducer {
     /// Largest payload `try_push` accepts: capacity / 2 minus the record header.
     pub fn max_payload(&self) -> usize {
         self.core.max_payload()
+    }
+
+    /// Bounds the ring by records as well as bytes: `try_push` says "no room" once `max`
+    /// records are published and not yet committed (the intake's `queue_size`).
+    pub fn set_max_records(&mut self, max: Option<u64>) {
+        self.core.set_max_records(max)
     }
 
     /// The ring file this producer is attached to.

@@ -409,3 +409,44 @@ fn ring_throughput_of_300_byte_records() {
         n as f64 / read_t / 1e6
     );
 }
+
+#[test]
+fn record_bound_says_no_room_until_the_consumer_commits() {
+    let (_d, path) = new_ring(1 << 16);
+    let mut p = RingProducer::attach(&path).unwrap();
+    p.set_max_records(Some(3));
+    let mut c = RingConsumer::attach(&path).unwrap();
+    for _ in 0..3 {
+        assert!(p.try_push(&meta(), b"event").unwrap());
+    }
+    assert!(
+        !p.try_push(&meta(), b"event").unwrap(),
+        "3 records held: full by count"
+    );
+    p.publish();
+    let mut out = Vec::new();
+    let first = c.read(c.committed(), None, 1, &mut out).unwrap().unwrap();
+    assert_eq!(first.records, 1);
+    assert!(
+        !p.try_push(&meta(), b"event").unwrap(),
+        "read is not committed"
+    );
+    c.commit(first.end);
+    assert!(
+        p.try_push(&meta(), b"event").unwrap(),
+        "one committed: room for one"
+    );
+    assert!(!p.try_push(&meta(), b"event").unwrap());
+    // A producer attached later (a restarted worker) sees the same count.
+    p.publish();
+    drop(p);
+    let mut p2 = RingProducer::attach(&path).unwrap();
+    p2.set_max_records(Some(3));
+    assert!(!p2.try_push(&meta(), b"event").unwrap());
+    let rest = c
+        .read(first.end, None, usize::MAX, &mut out)
+        .unwrap()
+        .unwrap();
+    c.commit(rest.end);
+    assert!(p2.try_push(&meta(), b"event").unwrap());
+}

@@ -308,6 +308,8 @@ impl Dispatcher {
                     state.read_pos
                 ));
                 state.paused_until = Some(Instant::now() + SOURCE_ERROR_PAUSE);
+                // A failed read may have appended part of a span: never reuse that.
+                data.clear();
                 self.spare.push(data);
                 None
             }

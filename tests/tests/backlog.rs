@@ -1,7 +1,7 @@
 //! A large disk backlog (the journal a long outage leaves): start-up must be quick and must
 //! not load it into memory, and it drains at link speed. Measured, not timed: `#[ignore]`d,
 //! run with
-//! `cargo build --release -p sekoia-forwarder && SEKOIA_FORWARDER_BIN=target/release/sekoia-forwarder \
+//! `cargo build --release -p sekoia-forwarder && SEKOIA_FORWARDER_BIN=$PWD/target/release/sekoia-forwarder \
 //!  cargo test --release -p sekoia-tests --test backlog -- --ignored --nocapture`
 //! (`BACKLOG_MB`, default 1024, sets the size).
 

@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod corpus;
+pub mod events;
 pub mod forwarder;
 pub mod rsyslog;
 pub mod sink;

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use sekoia_tests::events::{duplicates, sequence_counts, tail};
 use sekoia_tests::forwarder::find_files;
 use sekoia_tests::{
     free_port_both, free_tcp_port, wait_until, Forwarder, ForwarderBuilder, TestCerts, TlsSink,
@@ -21,22 +22,6 @@ fn scale(n: u64) -> u64 {
     } else {
         n
     }
-}
-
-fn sequence_counts(lines: &[Vec<u8>]) -> BTreeMap<u64, u32> {
-    let mut counts = BTreeMap::new();
-    for line in lines {
-        let text = String::from_utf8_lossy(line);
-        if let Some(n) = text
-            .split("seq=")
-            .nth(1)
-            .and_then(|t| t.split(' ').next())
-            .and_then(|t| t.parse().ok())
-        {
-            *counts.entry(n).or_insert(0u32) += 1;
-        }
-    }
-    counts
 }
 
 /// Waits until every number of `0..n` arrived; returns the counts and the duplicates.
@@ -54,12 +39,7 @@ fn expect_all(sink: &TlsSink, n: u64, limit: Duration, fwd: &Forwarder) -> u32 {
         &missing[..missing.len().min(10)],
         tail(&fwd.stderr())
     );
-    counts.values().map(|c| c - 1).sum()
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+    duplicates(&counts)
 }
 
 /// Sends `seq=from..to` (300-byte events) on one connection, LF-framed; the worker's close
@@ -200,7 +180,7 @@ fn destination_killed_mid_stream_and_restarted_loses_nothing() {
         &missing[..missing.len().min(10)],
         tail(&fwd.stderr())
     );
-    let dups: u32 = counts.values().map(|c| c - 1).sum();
+    let dups: u32 = duplicates(&counts);
     eprintln!("destination killed mid-stream: delivered {n}, duplicates {dups}");
 }
 

@@ -6,26 +6,10 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use sekoia_tests::events::{duplicates, sequence_counts};
 use sekoia_tests::{free_tcp_port, wait_until, ForwarderBuilder, TestCerts, TlsSink};
 
 const KEY: &str = "FaultIntakeKey0123456";
-
-/// Sequence numbers found in `seq=N ` of each line, with how often each arrived.
-fn sequence_counts(lines: &[Vec<u8>]) -> BTreeMap<u64, u32> {
-    let mut counts = BTreeMap::new();
-    for line in lines {
-        let text = String::from_utf8_lossy(line);
-        if let Some(n) = text
-            .split("seq=")
-            .nth(1)
-            .and_then(|t| t.split(' ').next())
-            .and_then(|t| t.parse::<u64>().ok())
-        {
-            *counts.entry(n).or_insert(0) += 1;
-        }
-    }
-    counts
-}
 
 /// Waits until every sequence number in `want` arrived at the sink (duplicates do not count
 /// twice), or `limit` passed; returns what arrived.
@@ -119,9 +103,9 @@ fn kill9_of_an_ingest_worker_loses_nothing_it_accepted() {
         .copied()
         .filter(|n| !counts.contains_key(n))
         .collect();
-    let duplicates: u32 = counts.values().map(|c| c - 1).sum();
+    let dups = duplicates(&counts);
     eprintln!(
-        "sent {}, in ring {}, delivered {} distinct, duplicates {duplicates}",
+        "sent {}, in ring {}, delivered {} distinct, duplicates {dups}",
         sent.len(),
         in_ring.len(),
         counts.len()
@@ -170,9 +154,9 @@ fn kill9_of_the_uplink_loses_nothing() {
     let sent: BTreeSet<u64> = sender.join().unwrap().into_iter().collect();
     let counts = wait_for_all(&sink, &sent, Duration::from_secs(30));
     let lost = sent.iter().filter(|n| !counts.contains_key(n)).count();
-    let duplicates: u32 = counts.values().map(|c| c - 1).sum();
+    let dups = duplicates(&counts);
     eprintln!(
-        "sent {}, delivered {} distinct, duplicates {duplicates}",
+        "sent {}, delivered {} distinct, duplicates {dups}",
         sent.len(),
         counts.len()
     );

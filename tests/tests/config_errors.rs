@@ -15,11 +15,12 @@ fn run(args: &[&str], yaml: &str) -> (i32, String, String, tempfile::TempDir) {
     if !args.contains(&"--spool-dir") {
         cmd.arg("--spool-dir").arg(dir.path().join("spool"));
     }
+    if !args.contains(&"--certs-dir") {
+        cmd.arg("--certs-dir").arg(dir.path().join("certs"));
+    }
     let out = cmd
         .arg("--shm-dir")
         .arg(dir.path().join("shm"))
-        .arg("--certs-dir")
-        .arg(dir.path().join("certs"))
         .arg("--extended-conf")
         .arg(dir.path().join("extended_conf"))
         .env_remove("REGION")
@@ -99,5 +100,26 @@ fn unwritable_spool_directory_is_a_listed_problem() {
     assert!(
         err.contains("SPOOL_DIR") && err.contains(spool.to_str().unwrap()),
         "{err}"
+    );
+}
+
+#[test]
+fn tls_intake_with_an_unusable_key_is_a_listed_problem() {
+    let port = free_tcp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::write(
+        certs.join("server.crt"),
+        b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(certs.join("server.key"), b"not a key at all\n").unwrap();
+    let yaml = format!("intakes:\n- name: Secure\n  protocol: tls\n  port: {port}\n  intake_key: GoodKey0123456789\n");
+    let (code, _out, err, _d) = run(&["check", "--certs-dir", certs.to_str().unwrap()], &yaml);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("Secure") && err.contains("server."),
+        "names the intake and the file:\n{err}"
     );
 }

@@ -57,8 +57,10 @@ pub(crate) fn read_main(path: &Path) -> Loaded {
 }
 
 /// Read every `*.yaml` of the extended directory (sorted by name); warn about `*.conf` and
-/// `*.yml` files. Other files and hidden files are ignored.
-pub(crate) fn read_extended(dir: &Path) -> Loaded {
+/// `*.yml` files. Other files and hidden files are ignored, and so is `main` when the
+/// extended directory is the one holding the main file (it is read once, as the main file).
+pub(crate) fn read_extended(dir: &Path, main: &Path) -> Loaded {
+    let main = std::fs::canonicalize(main).ok();
     let mut loaded = Loaded::default();
     let listing = match std::fs::read_dir(dir) {
         Ok(listing) => listing,
@@ -72,6 +74,7 @@ pub(crate) fn read_extended(dir: &Path) -> Loaded {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| !n.starts_with('.'))
         })
+        .filter(|p| main.is_none() || std::fs::canonicalize(p).ok() != main)
         .collect();
     files.sort();
     for file in files {
@@ -285,7 +288,7 @@ mod tests {
         write("c.yml", "intakes: []\n").expect("write");
         write(".hidden.yaml", "not: [valid\n").expect("write");
         write("notes.txt", "hello\n").expect("write");
-        let loaded = read_extended(dir.path());
+        let loaded = read_extended(dir.path(), Path::new("/nonexistent/intakes.yaml"));
         assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
         let names: Vec<_> = loaded.entries.iter().map(|e| e.file.clone()).collect();
         assert_eq!(
@@ -298,5 +301,28 @@ mod tests {
             .iter()
             .any(|w| w.file.ends_with("old.conf")
                 && w.what.contains("rsyslog syntax is not executed")));
+    }
+}
+
+#[cfg(test)]
+mod main_file_in_extended_dir {
+    use super::*;
+
+    #[test]
+    fn main_file_inside_the_extended_dir_is_not_read_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("intakes.yaml");
+        std::fs::write(
+            &main,
+            "intakes:\n- name: A\n  protocol: tcp\n  port: 1\n  intake_key: K\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("more.yaml"),
+            "intakes:\n- name: B\n  protocol: tcp\n  port: 2\n  intake_key: K\n",
+        )
+        .unwrap();
+        let loaded = read_extended(dir.path(), &main);
+        assert_eq!(loaded.entries.len(), 1, "only more.yaml");
     }
 }

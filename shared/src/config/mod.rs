@@ -159,7 +159,7 @@ pub fn load(settings: Settings) -> Result<ForwarderConfig, ConfigErrors> {
 
     let mut loaded = intakes::read_main(&settings.config_path);
     if let Some(dir) = &settings.extended_conf_dir {
-        loaded.append(intakes::read_extended(dir));
+        loaded.append(intakes::read_extended(dir, &settings.config_path));
     }
     problems.append(&mut loaded.problems);
     warnings.append(&mut loaded.warnings);

@@ -101,6 +101,14 @@ fn destination_down_then_back_spills_to_disk_and_loses_nothing() {
     // Oldest first: the first event delivered is the first sent.
     let first = sequence_counts(&sink.lines()[..1]);
     assert!(first.contains_key(&0), "oldest first");
+    // Once the journal is delivered, new events go through memory again, and arrive.
+    send_tcp(port, n, n + 1_000);
+    expect_all(&sink, n + 1_000, Duration::from_secs(30), &fwd);
+    assert!(
+        fwd.stderr().contains("events go to memory again"),
+        "{}",
+        tail(&fwd.stderr())
+    );
 }
 
 #[test]

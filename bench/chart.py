@@ -1,5 +1,5 @@
 """Chart of bench/results/results.csv: ours vs rsyslog per scenario (events/s, CPU per event,
-peak RSS, p99 latency), with the generator's and the sink's ceilings for reference.
+peak PSS, p99 latency), with the generator's and the sink's ceilings for reference.
 
 usage: chart.py results.csv chart.png
 """
@@ -33,7 +33,8 @@ def main(src, dst):
     panels = [
         ("events_per_s", "events/s end to end (log)", True),
         ("cpu_us_per_event", "forwarder CPU µs per event (log)", True),
-        ("peak_rss_mib", "peak RSS, MiB (sum of VmHWM)", False),
+        ("peak_pss_mib", "peak PSS, MiB (sum of Pss over the process tree, sampled every 50 ms; "
+         "shared ring pages counted once)", False),
         ("p99_ms", "p99 latency send→sink, ms (log)", True),
     ]
     fig, axes = plt.subplots(4, 1, figsize=(12, 15))
@@ -48,7 +49,9 @@ def main(src, dst):
                 r = get.get((s, target))
                 v = num(r[field]) if r else None
                 vals.append(v or 0)
-                if r is None or r["status"] != "ok":
+                if r is None:
+                    notes.append("not run")
+                elif r["status"] != "ok":
                     notes.append("FAILED")
                 elif field == "events_per_s" and v is None and num(r["loss_pct"]):
                     notes.append(f"loss {float(r['loss_pct']):.1f} %")

@@ -1,10 +1,23 @@
-//! CPU time and peak memory of a process tree, read from /proc.
+//! CPU time and memory of a process tree, read from /proc.
 //!
 //! CPU is `utime + stime` (fields 14 and 15 of `/proc/<pid>/stat`, all threads included) in
-//! clock ticks; peak memory is `VmHWM` of `/proc/<pid>/status`. Shared mappings (the
-//! forwarder's rings in /dev/shm) count in every process that touched them.
+//! clock ticks. Memory, two ways:
+//! - peak RSS: `VmHWM` of `/proc/<pid>/status`, summed. Shared mappings (the forwarder's
+//!   rings in /dev/shm) count in every process that touched them, and every page the process
+//!   ever had resident counts, even one given back since.
+//! - peak PSS: `Pss` of `/proc/<pid>/smaps_rollup` (each shared page divided among the
+//!   processes that map it, so a ring counts once), summed over the tree, sampled by a
+//!   [`MemorySampler`] every 50 ms; the peak of the sums.
+//!
+//! The sampler also records the peak of the bytes allocated to the files of a directory (the
+//! forwarder's rings in /dev/shm: RAM whether or not a process maps those pages right now).
 
 use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
 pub fn clock_ticks() -> u64 {
@@ -81,6 +94,104 @@ pub fn peak_rss(pids: &[i32]) -> u64 {
     pids.iter().filter_map(|&p| status_kb(p, "VmHWM:")).sum()
 }
 
+/// A `kB` field of /proc/<pid>/smaps_rollup, in bytes.
+fn rollup_kb(pid: i32, field: &str) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    let kb: u64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Sum of PSS (proportional set size) over `pids`, in bytes, now.
+pub fn pss(pids: &[i32]) -> u64 {
+    pids.iter().filter_map(|&p| rollup_kb(p, "Pss:")).sum()
+}
+
+/// Bytes allocated to the files under `dir` (blocks, not sizes), now.
+pub fn allocated_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+/// Peaks, from a [`MemorySampler`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoryPeaks {
+    /// Largest Σ Pss of the tree seen.
+    pub pss: u64,
+    /// Largest allocation of the watched directory seen (0 without one).
+    pub shm: u64,
+}
+
+/// Samples Σ Pss of a process tree (and a directory's allocation) every 50 ms until stopped,
+/// the first time 50 ms after the start.
+pub struct MemorySampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<MemoryPeaks>>,
+}
+
+impl MemorySampler {
+    pub fn start(pids: Vec<i32>, shm_dir: Option<PathBuf>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peaks = MemoryPeaks::default();
+            loop {
+                // First sample 50 ms into the load, so the peaks are the load's.
+                std::thread::sleep(Duration::from_millis(50));
+                peaks.pss = peaks.pss.max(pss(&pids));
+                if let Some(d) = &shm_dir {
+                    peaks.shm = peaks.shm.max(allocated_bytes(d));
+                }
+                if flag.load(Ordering::Relaxed) {
+                    return peaks;
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Takes a last sample and returns the peaks.
+    pub fn finish(mut self) -> MemoryPeaks {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for MemorySampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -89,5 +200,8 @@ mod tests {
         assert!(super::stat(me).is_some());
         assert!(super::peak_rss(&[me]) > 0);
         assert!(super::tree(me).contains(&me));
+        assert!(super::pss(&[me]) > 0);
+        let peaks = super::MemorySampler::start(vec![me], None).finish();
+        assert!(peaks.pss > 0);
     }
 }

@@ -234,12 +234,16 @@ impl Forwarder {
 
     /// The payloads published in this instance's rings, read straight from the ring files
     /// (only valid while no ring has wrapped: asserted). This is what the ingest workers had
-    /// handed over, whatever happened to them afterwards.
+    /// handed over, whatever happened to them afterwards, except records in pages the
+    /// producer has given back to the system since (hole punching, `docs/ring.md`): those
+    /// were committed, so delivered, and read as zeros. The walk takes only records whose
+    /// header decodes and whose CRC-32C verifies, and after anything else steps 8 bytes on
+    /// until the next such record (a punched region ends mid-record).
     pub fn ring_payloads(&self) -> Vec<Vec<u8>> {
+        use sekoia_shared::queue::record::{decode_header, verify, RecordKind, RECORD_HEADER_LEN};
         const OFF_CAPACITY: usize = 16;
         const OFF_HEAD: usize = 128;
         const HEADER_LEN: usize = 4096;
-        const RECORD_HEADER_LEN: usize = 32;
         let mut payloads = Vec::new();
         for path in find_files(self.shm.path(), "ring") {
             let bytes = fs::read(&path).expect("read ring file");
@@ -254,13 +258,26 @@ impl Forwarder {
             let data = &bytes[HEADER_LEN..HEADER_LEN + head as usize];
             let mut pos = 0;
             while pos + RECORD_HEADER_LEN <= data.len() {
-                let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("u32")) as usize;
-                let kind = data[pos + 9];
+                let raw: &[u8; RECORD_HEADER_LEN] = data[pos..pos + RECORD_HEADER_LEN]
+                    .try_into()
+                    .expect("header");
                 let start = pos + RECORD_HEADER_LEN;
-                if kind == 1 {
-                    payloads.push(data[start..start + len].to_vec());
+                let record = decode_header(raw).ok().filter(|h| {
+                    pos as u64 + h.record_len() <= data.len() as u64
+                        && match h.kind {
+                            RecordKind::Data => verify(raw, &data[start..start + h.len as usize]),
+                            RecordKind::Pad => verify(raw, &[]),
+                        }
+                });
+                match record {
+                    Some(h) => {
+                        if h.kind == RecordKind::Data {
+                            payloads.push(data[start..start + h.len as usize].to_vec());
+                        }
+                        pos += h.record_len() as usize;
+                    }
+                    None => pos += 8,
                 }
-                pos = start + len.div_ceil(8) * 8;
             }
         }
         payloads

@@ -101,14 +101,25 @@ fn destination_down_then_back_spills_to_disk_and_loses_nothing() {
     // Oldest first: the first event delivered is the first sent.
     let first = sequence_counts(&sink.lines()[..1]);
     assert!(first.contains_key(&0), "oldest first");
-    // Once the journal is delivered, new events go through memory again, and arrive.
-    send_tcp(port, n, n + 1_000);
-    expect_all(&sink, n + 1_000, Duration::from_secs(30), &fwd);
-    assert!(
-        fwd.stderr().contains("events go to memory again"),
-        "{}",
-        tail(&fwd.stderr())
-    );
+    // Once the journal is delivered, new events go through memory again, and arrive. The
+    // journal counts as delivered only once the uplink confirmed its last batch (TCP ack +
+    // ack_grace after the sink read it), so events sent right after the sink has them all
+    // still queue behind it on disk: send small batches, each after a pause longer than
+    // that confirmation (ack_grace is 100 ms), until the switch happens.
+    let mut next = n;
+    let switch_by = std::time::Instant::now() + Duration::from_secs(20);
+    while !fwd.stderr().contains("events go to memory again") {
+        assert!(
+            std::time::Instant::now() < switch_by,
+            "the journal was delivered and new events went to memory again\n{}",
+            tail(&fwd.stderr())
+        );
+        std::thread::sleep(Duration::from_millis(400));
+        send_tcp(port, next, next + 100);
+        next += 100;
+    }
+    send_tcp(port, next, next + 1_000);
+    expect_all(&sink, next + 1_000, Duration::from_secs(30), &fwd);
 }
 
 #[test]

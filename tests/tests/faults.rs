@@ -122,9 +122,13 @@ fn kill9_of_an_ingest_worker_loses_nothing_it_accepted() {
         "lost in flight at the kills (never reached the ring): {}",
         missing.len()
     );
+    // The ring (64 MiB here) never fills with 20,000 events, so every delivered event went
+    // through it; the ring file no longer lists them all, because the producer gives the
+    // pages of delivered events back (docs/ring.md), so count what arrived instead.
     assert!(
-        in_ring.len() >= 19_000,
-        "most events went through the ring: {}",
+        counts.len() >= 19_000,
+        "most events were delivered: {} (in the ring file still: {})",
+        counts.len(),
         in_ring.len()
     );
     let stderr = fwd.stderr();

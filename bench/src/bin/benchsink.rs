@@ -3,6 +3,14 @@
 //! and checks every sequence number once: unique, duplicate, malformed (no stamp), out of
 //! range. Latency is now (CLOCK_MONOTONIC) minus the stamp's send time.
 //!
+//! The count ends when the sink decides (complete, idle, timeout): bytes read after that are
+//! not counted, only reported as `after_stop_bytes`. The sink's connection threads notice the
+//! decision one after the other (each within its 100 ms read timeout); a forwarder with a
+//! pool of connections (ours: 2) sees the first one close and, correctly, re-sends the batches
+//! that connection had not confirmed yet (the last ~100 ms, its `ack_grace`) on another one,
+//! which the sink has not closed yet. Counting those would report duplicates that only the
+//! sink's own teardown caused (the "duplicates at low rate" of the first full run).
+//!
 //! Protocol with the driver: the first stdout line is `{"port": N}`. Then the sink waits
 //! for `expect N` on stdin (or `--expect N`); it finishes when N distinct events arrived,
 //! or when nothing new arrived for `--idle-ms` after that, or at `--timeout-s`, or when stdin
@@ -63,7 +71,10 @@ struct Tally {
     latency: Mutex<Histogram>,
     /// The first duplicated sequence numbers, for whoever investigates.
     dup_examples: Mutex<Vec<u64>>,
+    /// Set when the sink decided the run is over; nothing read afterwards is counted.
     stop: AtomicBool,
+    /// Bytes read after `stop` (re-sends caused by the sink closing its connections).
+    after_stop_bytes: AtomicU64,
 }
 
 impl Tally {
@@ -84,6 +95,7 @@ impl Tally {
             latency: Mutex::new(Histogram::default()),
             dup_examples: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            after_stop_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -94,11 +106,23 @@ struct Reader<'a> {
     lf: bool,
     buf: Vec<u8>,
     hist: Histogram,
+    /// Connection number (accept order), for the duplicate report.
+    id: u64,
+    /// The last sequence number this connection carried.
+    prev_seq: Option<u64>,
 }
 
 impl Reader<'_> {
     /// Feeds decrypted bytes; false on a framing error (the connection is then dropped).
     fn feed(&mut self, data: &[u8]) -> bool {
+        // SeqCst, like the store: anything another connection re-sent because the sink closed
+        // it was read after that close, which followed the store.
+        if self.tally.stop.load(Ordering::SeqCst) {
+            self.tally
+                .after_stop_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            return true;
+        }
         let now = mono_ns();
         self.buf.extend_from_slice(data);
         let (mut pos, mut unique, mut dup, mut bad, mut oor) = (0usize, 0u64, 0u64, 0u64, 0u64);
@@ -142,10 +166,16 @@ impl Reader<'_> {
                                 if let Ok(mut ex) = self.tally.dup_examples.lock() {
                                     if ex.len() < 10 {
                                         ex.push(seq);
+                                        eprintln!(
+                                            "benchsink: duplicate s={seq} on connection {} \
+                                             (previous on it: {:?})",
+                                            self.id, self.prev_seq
+                                        );
                                     }
                                 }
                             }
                             self.hist.record(now.saturating_sub(t) / 1000);
+                            self.prev_seq = Some(seq);
                         }
                     }
                 }
@@ -179,6 +209,7 @@ impl Drop for Reader<'_> {
 }
 
 fn serve(
+    id: u64,
     mut sock: TcpStream,
     tls: Option<Arc<rustls::ServerConfig>>,
     lf: bool,
@@ -191,6 +222,8 @@ fn serve(
         lf,
         buf: Vec::with_capacity(1 << 20),
         hist: Histogram::default(),
+        id,
+        prev_seq: None,
     };
     let mut chunk = vec![0u8; 256 * 1024];
     let timed_out =
@@ -283,11 +316,11 @@ fn run() -> Result<()> {
         match listener.accept() {
             Ok((sock, _)) => {
                 sock.set_nonblocking(false)?;
-                tally.connections.fetch_add(1, Ordering::Relaxed);
+                let id = tally.connections.fetch_add(1, Ordering::Relaxed);
                 let tls = tls.clone();
                 let lf = args.lf;
                 threads.push(std::thread::spawn(move || {
-                    if let Err(e) = serve(sock, tls, lf, tally) {
+                    if let Err(e) = serve(id, sock, tls, lf, tally) {
                         eprintln!("benchsink: connection: {e:#}");
                     }
                 }));
@@ -331,6 +364,7 @@ fn run() -> Result<()> {
         "malformed": get(&tally.malformed),
         "out_of_range": get(&tally.out_of_range),
         "framing_errors": get(&tally.framing_errors),
+        "after_stop_bytes": get(&tally.after_stop_bytes),
         "bytes": get(&tally.bytes),
         "connections": get(&tally.connections),
         "first_ns": get(&tally.first_ns),
@@ -342,4 +376,59 @@ fn run() -> Result<()> {
     });
     println!("{summary}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(tally: &Tally, id: u64) -> Reader<'_> {
+        Reader {
+            tally,
+            lf: false,
+            buf: Vec::new(),
+            hist: Histogram::default(),
+            id,
+            prev_seq: None,
+        }
+    }
+
+    fn framed(seq: u64) -> Vec<u8> {
+        let mut m = bench::Message::new(300);
+        let line = m.stamp(seq, mono_ns()).to_vec();
+        let mut out = format!("{} ", line.len()).into_bytes();
+        out.extend_from_slice(&line);
+        out
+    }
+
+    /// The end of a run with two forwarder connections: the sink has every event and decides
+    /// to stop; its first connection closes, and the forwarder re-sends what that connection
+    /// had not confirmed on the second one, still open. That is not a duplicate of the run.
+    #[test]
+    fn resend_caused_by_the_sinks_own_close_is_not_counted() {
+        let tally = Tally::new(1024);
+        let (mut first, mut second) = (reader(&tally, 0), reader(&tally, 1));
+        assert!(first.feed(&framed(7)));
+        assert!(second.feed(&framed(8)));
+        assert_eq!(tally.unique.load(Ordering::Relaxed), 2);
+        tally.stop.store(true, Ordering::SeqCst);
+        let resent = framed(7);
+        assert!(second.feed(&resent));
+        assert_eq!(tally.duplicates.load(Ordering::Relaxed), 0);
+        assert_eq!(tally.unique.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            tally.after_stop_bytes.load(Ordering::Relaxed),
+            resent.len() as u64
+        );
+    }
+
+    #[test]
+    fn a_duplicate_during_the_run_is_counted() {
+        let tally = Tally::new(1024);
+        let (mut first, mut second) = (reader(&tally, 0), reader(&tally, 1));
+        assert!(first.feed(&framed(7)));
+        assert!(second.feed(&framed(7)));
+        assert_eq!(tally.duplicates.load(Ordering::Relaxed), 1);
+        assert_eq!(*tally.dup_examples.lock().unwrap(), vec![7]);
+    }
 }

@@ -48,6 +48,10 @@ struct Args {
     /// many-connections scenario too (it then drops the clients past 200, and that run fails).
     #[arg(long)]
     reference_sessions: bool,
+    /// Only our forwarder: no rsyslog rows and no ceilings (to compare builds of ours with
+    /// `--forwarder`).
+    #[arg(long)]
+    ours_only: bool,
 }
 
 pub struct Ctx {
@@ -329,7 +333,7 @@ fn run(args: &Args) -> Result<usize> {
 
     let mut rows: Vec<Row> = Vec::new();
     for (sc, label, plain) in ceilings() {
-        if !wanted(sc.name) && !wanted("ceiling") {
+        if args.ours_only || (!wanted(sc.name) && !wanted("ceiling")) {
             continue;
         }
         eprintln!("== {} [{label}]: {}", sc.name, sc.what);
@@ -343,12 +347,26 @@ fn run(args: &Args) -> Result<usize> {
             continue;
         }
         eprintln!("== {}: {}", sc.name, sc.what);
-        for kind in [Kind::Ours, Kind::Rsyslog] {
+        let kinds: &[Kind] = if args.ours_only {
+            &[Kind::Ours]
+        } else {
+            &[Kind::Ours, Kind::Rsyslog]
+        };
+        for &kind in kinds {
             let row = run_peer(&ctx, &sc, kind, args)
                 .unwrap_or_else(|e| Row::failed(sc.name, kind.label(), &sc, format!("{e:#}")));
             report::print_row(&row);
             rows.push(row);
         }
+    }
+    let backlog = backlog_scenario();
+    if wanted(backlog.name) {
+        eprintln!("== {}: {}", backlog.name, backlog.what);
+        let row = run_backlog(&ctx, &backlog, args.scale).unwrap_or_else(|e| {
+            Row::failed(backlog.name, Kind::Ours.label(), &backlog, format!("{e:#}"))
+        });
+        report::print_row(&row);
+        rows.push(row);
     }
     std::fs::create_dir_all(&args.out)?;
     report::write_csv(&args.out.join("results.csv"), &rows)?;
@@ -387,6 +405,7 @@ fn run_peer(ctx: &Ctx, sc: &Scenario, kind: Kind, args: &Args) -> Result<Row> {
     };
     let mut peer = Peer::start(ctx, kind, udp, sink.port, sessions)?;
     let pids = peer.pids.clone();
+    let sampler = procstat::MemorySampler::start(pids.clone(), peer.shm.clone());
     let cpu0 = procstat::cpu_us(&pids);
     let gen = peers::run_loadgen(
         ctx,
@@ -407,18 +426,120 @@ fn run_peer(ctx: &Ctx, sc: &Scenario, kind: Kind, args: &Args) -> Result<Row> {
     peer.check_alive()?;
     let cpu = procstat::cpu_us(&pids).saturating_sub(cpu0);
     let rss = procstat::peak_rss(&pids);
+    let peaks = sampler.finish();
+    let usage = report::Usage {
+        cpu_us: cpu,
+        rss,
+        pss: peaks.pss,
+        shm: peer.shm.is_some().then_some(peaks.shm),
+    };
     peer.stop();
+    let mut row = Row::measured(sc.name, kind.label(), sc, &gen, &got, Some(usage), !udp)?;
+    if kind == Kind::Rsyslog && sessions > 0 {
+        let raised = format!("imtcp MaxSessions raised to {sessions} (reference: 200)");
+        row.note = if row.note.is_empty() {
+            raised
+        } else {
+            format!("{raised}; {}", row.note)
+        };
+    }
+    Ok(row)
+}
+
+/// Events of the disk-backlog scenario (× scale).
+const BACKLOG_EVENTS: u64 = 1_000_000;
+/// The backlog scenario's `queue_size`: the ring takes 1,000 events, the rest spills.
+const BACKLOG_QUEUE: u64 = 1_000;
+
+fn backlog_scenario() -> Scenario {
+    Scenario {
+        name: "backlog-drain",
+        what: format!(
+            "ours only: {BACKLOG_EVENTS} TCP 300 B events (octet, 4 connections) sent with the sink down \
+             and queue_size {BACKLOG_QUEUE} (nearly all spill to the journal), then the sink starts: \
+             drain rate, CPU per event and peak PSS until every event arrived once"
+        ),
+        load: Load::Tcp { lf: false },
+        size: 300,
+        connections: 4,
+        spread: false,
+        duration: 0.0,
+        events: Some(BACKLOG_EVENTS),
+        rate: 0,
+    }
+}
+
+/// Fill with the sink down, then start it and time the drain. Ours only: rsyslog's disk
+/// queue is a different mechanism (disk-assisted only once its in-memory queue is full, and
+/// the reference's queues are LinkedList with queue files at shutdown), so the same load
+/// would not measure the same thing.
+fn run_backlog(ctx: &Ctx, sc: &Scenario, scale: f64) -> Result<Row> {
+    let sink_port = peers::free_port()?;
+    let queue = format!("  queue_size: {BACKLOG_QUEUE}\n");
+    let mut peer = Peer::start_with(ctx, Kind::Ours, false, sink_port, 0, &queue)?;
+    let pids = peer.pids.clone();
+    let sampler = procstat::MemorySampler::start(pids.clone(), peer.shm.clone());
+    let fill_cpu0 = procstat::cpu_us(&pids);
+    let gen = peers::run_loadgen(
+        ctx,
+        &sc.loadgen_args(peer.port, scale),
+        Duration::from_secs(300),
+    )?;
+    let sent = gen["sent"].as_u64().unwrap_or(0);
+    // Let the ingest worker finish what the sockets still hold: the journal then has it all.
+    let journal = peer.dir.join("spool");
+    let mut last = 0;
+    peers::wait_until(Duration::from_secs(30), || {
+        let now = procstat::allocated_bytes(&journal);
+        let settled = now == last && now > 0;
+        last = now;
+        std::thread::sleep(Duration::from_millis(200));
+        settled
+    });
+    let journal_bytes = procstat::allocated_bytes(&journal);
+    peer.check_alive()?;
+    let cpu0 = procstat::cpu_us(&pids);
+    let fill_cpu = cpu0.saturating_sub(fill_cpu0);
+    // The uplink reconnects with back-off (at most 30 s between attempts): wait that long.
+    let sink = Sink::start_on(ctx, false, false, sink_port, Some(40_000))?;
+    let got = sink.finish(sent)?;
+    peer.check_alive()?;
+    let cpu = procstat::cpu_us(&pids).saturating_sub(cpu0);
+    let rss = procstat::peak_rss(&pids);
+    let peaks = sampler.finish();
+    peer.stop();
+    let usage = report::Usage {
+        cpu_us: cpu,
+        rss,
+        pss: peaks.pss,
+        shm: Some(peaks.shm),
+    };
     let mut row = Row::measured(
         sc.name,
-        kind.label(),
+        Kind::Ours.label(),
         sc,
         &gen,
         &got,
-        Some((cpu, rss)),
-        !udp,
+        Some(usage),
+        true,
     )?;
-    if kind == Kind::Rsyslog && sessions > 0 {
-        row.note = format!("imtcp MaxSessions raised to {sessions} (reference: 200)");
-    }
+    // The drain: first to last arrival at the sink (the uplink's reconnect back-off before
+    // the first arrival is not the drain's speed).
+    let n = |k: &str| got[k].as_u64().unwrap_or(0);
+    let drain_s = n("last_ns").saturating_sub(n("first_ns")) as f64 / 1e9;
+    row.events_per_s = (drain_s > 0.0).then(|| row.delivered as f64 / drain_s);
+    // Latency here is the time spent queued with the sink down: not comparable.
+    row.p50_ms = None;
+    row.p99_ms = None;
+    row.note = format!(
+        "{}drain from the journal ({:.0} MiB on disk after the fill; fill CPU {:.2} µs/event); ours only: rsyslog's disk queue works differently",
+        if row.note.is_empty() {
+            String::new()
+        } else {
+            format!("{}; ", row.note)
+        },
+        journal_bytes as f64 / (1024.0 * 1024.0),
+        fill_cpu as f64 / sent.max(1) as f64,
+    );
     Ok(row)
 }

@@ -37,15 +37,62 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A port free for TCP and UDP on 127.0.0.1 a moment ago.
+/// A port free for TCP and UDP on 127.0.0.1 a moment ago, below the kernel's ephemeral range
+/// and used by no socket at all (not even a connection's local end): a port the kernel hands
+/// out with `bind(0)` can be the source port of an outgoing connection a moment later (the
+/// uplink's, the generator's), and then the forwarder cannot listen on it.
 pub fn free_port() -> Result<u16> {
-    for _ in 0..100 {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    let (low, high) = (20_000u32, ephemeral_start().clamp(21_000, 60_000));
+    let mut x = u32::from(std::process::id() as u16) ^ (procstat_nanos() as u32);
+    for _ in 0..1000 {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let port = (low + (x >> 8) % (high - low)) as u16;
+        if !port_in_use(port)
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
             return Ok(port);
         }
     }
     bail!("no free port on 127.0.0.1")
+}
+
+fn procstat_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// First port of the kernel's ephemeral range (`ip_local_port_range`), 32768 by default.
+fn ephemeral_start() -> u32 {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// Whether any TCP or UDP socket (any state) has `port` as its local port.
+fn port_in_use(port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    [
+        "/proc/net/tcp",
+        "/proc/net/tcp6",
+        "/proc/net/udp",
+        "/proc/net/udp6",
+    ]
+    .iter()
+    .any(|file| {
+        fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|a| a.ends_with(&want))
+            })
+    })
 }
 
 /// Whether something listens on 127.0.0.1:`port` (TCP LISTEN, or a bound UDP socket),
@@ -99,7 +146,23 @@ pub struct Sink {
 impl Sink {
     /// `plain`: plain TCP (generator ceiling), else TLS with the bench certificates.
     pub fn start(ctx: &Ctx, plain: bool, lf: bool) -> Result<Self> {
+        Self::start_on(ctx, plain, lf, 0, None)
+    }
+
+    /// As [`Sink::start`], on a given port (0: the kernel chooses), giving up after `idle_ms`
+    /// without a new event (default 5 s).
+    pub fn start_on(
+        ctx: &Ctx,
+        plain: bool,
+        lf: bool,
+        port: u16,
+        idle_ms: Option<u64>,
+    ) -> Result<Self> {
         let mut cmd = Command::new(ctx.bin("benchsink"));
+        cmd.arg("--port").arg(port.to_string());
+        if let Some(ms) = idle_ms {
+            cmd.arg("--idle-ms").arg(ms.to_string());
+        }
         if plain {
             cmd.arg("--plain");
         } else {
@@ -191,10 +254,22 @@ impl Peer {
         sink_port: u16,
         sessions: usize,
     ) -> Result<Self> {
+        Self::start_with(ctx, kind, udp, sink_port, sessions, "")
+    }
+
+    /// As [`Peer::start`]; `intake_yaml` is added to our intake's entry (e.g. `queue_size`).
+    pub fn start_with(
+        ctx: &Ctx,
+        kind: Kind,
+        udp: bool,
+        sink_port: u16,
+        sessions: usize,
+        intake_yaml: &str,
+    ) -> Result<Self> {
         let port = free_port()?;
         let dir = ctx.fresh_dir(kind.label())?;
         let (child, shm) = match kind {
-            Kind::Ours => start_ours(ctx, &dir, udp, port, sink_port)?,
+            Kind::Ours => start_ours(ctx, &dir, udp, port, sink_port, intake_yaml)?,
             Kind::Rsyslog => (
                 start_rsyslog(ctx, &dir, udp, port, sink_port, sessions)?,
                 None,
@@ -311,9 +386,10 @@ fn start_ours(
     udp: bool,
     port: u16,
     sink_port: u16,
+    intake_yaml: &str,
 ) -> Result<(Child, Option<PathBuf>)> {
     let yaml = format!(
-        "intakes:\n- name: Bench\n  protocol: {}\n  port: {port}\n  intake_key: {INTAKE_KEY}\n",
+        "intakes:\n- name: Bench\n  protocol: {}\n  port: {port}\n  intake_key: {INTAKE_KEY}\n{intake_yaml}",
         if udp { "udp" } else { "tcp" }
     );
     let config = dir.join("intakes.yaml");

@@ -26,7 +26,12 @@ pub struct Row {
     /// Events/s the generator sent at.
     pub send_rate: Option<f64>,
     pub cpu_us_per_event: Option<f64>,
+    /// Σ VmHWM over the peer's processes (shared pages counted in each).
     pub peak_rss_mib: Option<f64>,
+    /// Peak of Σ Pss over the peer's processes, sampled every 50 ms (shared pages once).
+    pub peak_pss_mib: Option<f64>,
+    /// Peak allocation of our rings in /dev/shm (ours only), sampled with the PSS.
+    pub peak_shm_mib: Option<f64>,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub failure: Option<String>,
@@ -50,6 +55,8 @@ impl Row {
             send_rate: None,
             cpu_us_per_event: None,
             peak_rss_mib: None,
+            peak_pss_mib: None,
+            peak_shm_mib: None,
             p50_ms: None,
             p99_ms: None,
             failure: None,
@@ -73,7 +80,7 @@ impl Row {
         sc: &Scenario,
         gen: &serde_json::Value,
         got: &serde_json::Value,
-        cpu_rss: Option<(u64, u64)>,
+        usage: Option<Usage>,
         strict: bool,
     ) -> Result<Self> {
         let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
@@ -88,8 +95,18 @@ impl Row {
             .map(|k| format!("{k}={}", n(got, k)))
             .collect::<Vec<_>>();
         if !garbage.is_empty() {
+            let examples = match got["duplicate_examples"].as_array() {
+                Some(seqs) if !seqs.is_empty() => format!(
+                    "; first duplicated sequence numbers: {}",
+                    seqs.iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                _ => String::new(),
+            };
             bail!(
-                "sink saw {} (sent {sent}, unique {unique})",
+                "sink saw {} (sent {sent}, unique {unique}){examples}",
                 garbage.join(" ")
             );
         }
@@ -114,11 +131,17 @@ impl Row {
         if lost == 0 && e2e > 0.0 {
             row.events_per_s = Some(unique as f64 / e2e);
         }
-        if let Some((cpu_us, rss)) = cpu_rss {
+        if let Some(u) = usage {
             if unique > 0 {
-                row.cpu_us_per_event = Some(cpu_us as f64 / unique as f64);
+                row.cpu_us_per_event = Some(u.cpu_us as f64 / unique as f64);
             }
-            row.peak_rss_mib = Some(rss as f64 / (1024.0 * 1024.0));
+            row.peak_rss_mib = Some(mib(u.rss));
+            row.peak_pss_mib = Some(mib(u.pss));
+            row.peak_shm_mib = u.shm.map(mib);
+        }
+        let late = n(got, "after_stop_bytes");
+        if late > 0 {
+            row.note = format!("sink ignored {late} bytes re-sent after it stopped counting");
         }
         if n(got, "latency_count") > 0 {
             row.p50_ms = Some(n(got, "p50_us") as f64 / 1000.0);
@@ -126,6 +149,23 @@ impl Row {
         }
         Ok(row)
     }
+}
+
+/// What a peer used during one run.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    /// CPU µs of the whole tree over the run.
+    pub cpu_us: u64,
+    /// Σ VmHWM, bytes.
+    pub rss: u64,
+    /// Peak Σ Pss, bytes.
+    pub pss: u64,
+    /// Peak allocation of the rings' directory, bytes (ours only).
+    pub shm: Option<u64>,
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -137,11 +177,13 @@ pub fn print_row(r: &Row) {
     match &r.failure {
         Some(why) => eprintln!("   {:<20} FAILED: {why}", r.target),
         None => eprintln!(
-            "   {:<20} {:>10} ev/s  {:>7} µs/ev  {:>7} MiB  p50 {:>8} ms  p99 {:>8} ms  loss {:>6} %  (sent {} at {} ev/s){}",
+            "   {:<20} {:>10} ev/s  {:>7} µs/ev  RSS {:>7} PSS {:>7} shm {:>5} MiB  p50 {:>8} ms  p99 {:>8} ms  loss {:>6} %  (sent {} at {} ev/s){}",
             r.target,
             opt(r.events_per_s, 0),
             opt(r.cpu_us_per_event, 2),
             opt(r.peak_rss_mib, 1),
+            opt(r.peak_pss_mib, 1),
+            opt(r.peak_shm_mib, 1),
             opt(r.p50_ms, 2),
             opt(r.p99_ms, 2),
             opt(r.loss_pct, 2),
@@ -154,7 +196,7 @@ pub fn print_row(r: &Row) {
 
 pub fn write_csv(path: &Path, rows: &[Row]) -> Result<()> {
     let mut s = String::from(
-        "scenario,target,framing,size,connections,rate_offered,sent,delivered,loss_pct,events_per_s,send_rate,cpu_us_per_event,peak_rss_mib,p50_ms,p99_ms,status,note,description\n",
+        "scenario,target,framing,size,connections,rate_offered,sent,delivered,loss_pct,events_per_s,send_rate,cpu_us_per_event,peak_rss_mib,peak_pss_mib,peak_shm_mib,p50_ms,p99_ms,status,note,description\n",
     );
     for r in rows {
         let status = match &r.failure {
@@ -164,7 +206,7 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> Result<()> {
         let quote = |t: &str| format!("\"{}\"", t.replace('"', "'"));
         writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.scenario,
             r.target,
             r.framing,
@@ -184,6 +226,12 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> Result<()> {
             r.peak_rss_mib
                 .map(|v| format!("{v:.1}"))
                 .unwrap_or_default(),
+            r.peak_pss_mib
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_default(),
+            r.peak_shm_mib
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_default(),
             r.p50_ms.map(|v| format!("{v:.3}")).unwrap_or_default(),
             r.p99_ms.map(|v| format!("{v:.3}")).unwrap_or_default(),
             quote(&status),
@@ -200,8 +248,16 @@ pub fn table(rows: &[Row]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n{:<16} {:<18} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
-        "scenario", "target", "events/s", "CPU µs/ev", "RSS MiB", "p50 ms", "p99 ms", "loss %"
+        "\n{:<16} {:<18} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "scenario",
+        "target",
+        "events/s",
+        "CPU µs/ev",
+        "RSS MiB",
+        "PSS MiB",
+        "p50 ms",
+        "p99 ms",
+        "loss %"
     );
     for r in rows {
         if let Some(why) = &r.failure {
@@ -216,12 +272,13 @@ pub fn table(rows: &[Row]) -> String {
         }
         let _ = writeln!(
             s,
-            "{:<16} {:<18} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            "{:<16} {:<18} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
             r.scenario,
             r.target,
             opt(r.events_per_s, 0),
             opt(r.cpu_us_per_event, 2),
             opt(r.peak_rss_mib, 1),
+            opt(r.peak_pss_mib, 1),
             opt(r.p50_ms, 2),
             opt(r.p99_ms, 2),
             opt(r.loss_pct, 2),
@@ -229,8 +286,8 @@ pub fn table(rows: &[Row]) -> String {
     }
     let _ = writeln!(
         s,
-        "\nours / rsyslog   {:>10} {:>9} {:>9} {:>9}   (events/s: higher is better; others: lower is better)",
-        "events/s", "CPU/ev", "RSS", "p99"
+        "\nours / rsyslog   {:>10} {:>9} {:>9} {:>9} {:>9}   (events/s: higher is better; others: lower is better)",
+        "events/s", "CPU/ev", "RSS", "PSS", "p99"
     );
     let find = |sc: &str, t: &str| {
         rows.iter()
@@ -254,11 +311,12 @@ pub fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<16} {:>10} {:>9} {:>9} {:>9}{}",
+            "{:<16} {:>10} {:>9} {:>9} {:>9} {:>9}{}",
             r.scenario,
             ratio(o.events_per_s, x.events_per_s),
             ratio(o.cpu_us_per_event, x.cpu_us_per_event),
             ratio(o.peak_rss_mib, x.peak_rss_mib),
+            ratio(o.peak_pss_mib, x.peak_pss_mib),
             ratio(o.p99_ms, x.p99_ms),
             match (o.loss_pct, x.loss_pct) {
                 (Some(a), Some(b)) if a + b > 0.0 => format!("   loss {a:.2} % vs {b:.2} %"),

@@ -63,6 +63,10 @@ pub(crate) struct MappedRing {
     capacity: u64,
     intake_id: u16,
     path: PathBuf,
+    /// Hole punching still worth trying (cleared after the file system refused it).
+    punch: std::sync::atomic::AtomicBool,
+    /// The system's page size: only whole pages are given back.
+    page: u64,
     _map: MmapMut,
     _file: File,
 }
@@ -85,6 +89,25 @@ pub(crate) fn normalise_capacity(requested: u64) -> Result<u64, RingError> {
         return Err(bad("larger than the 1 TiB maximum"));
     }
     Ok(requested.next_multiple_of(8))
+}
+
+/// The system's page size (4096 when it cannot be read).
+fn page_size() -> u64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+        Ok(Some(n)) if n > 0 => n as u64,
+        _ => 4096,
+    }
+}
+
+/// The whole pages of the file range `from..to`: `from` rounded up, `to` rounded down.
+pub(crate) fn whole_pages(from: u64, to: u64, page: u64) -> Option<(u64, u64)> {
+    let start = from.next_multiple_of(page);
+    let end = to - to % page;
+    if end > start {
+        Some((start, end - start))
+    } else {
+        None
+    }
 }
 
 fn unix_micros() -> i64 {
@@ -247,6 +270,8 @@ impl MappedRing {
             capacity: 0,
             intake_id: 0,
             path: path.to_path_buf(),
+            punch: std::sync::atomic::AtomicBool::new(true),
+            page: page_size(),
             _map: map,
             _file: file,
         };
@@ -375,6 +400,30 @@ impl RingMemory for MappedRing {
         unsafe {
             let dst = self.base.as_ptr().add((HEADER_LEN + offset) as usize);
             std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
+        }
+    }
+    fn can_release(&self) -> bool {
+        self.punch.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    unsafe fn release(&self, offset: u64, len: u64) {
+        assert!(offset + len <= self.capacity, "ring release out of bounds");
+        // File offsets: the data area starts after the header page, which is never touched
+        // (its whole pages start at or after HEADER_LEN, and a rounded-up start stays there).
+        let Some((start, len)) =
+            whole_pages(HEADER_LEN + offset, HEADER_LEN + offset + len, self.page)
+        else {
+            return;
+        };
+        use nix::fcntl::{fallocate, FallocateFlags};
+        let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        // The caller owns these bytes (contract): nobody reads them before the producer
+        // writes them again, which faults in fresh zero pages. The mapping stays valid: the
+        // file keeps its size (KEEP_SIZE), a hole reads as zeros.
+        if let Err(e) = fallocate(&self._file, flags, start as libc::off_t, len as libc::off_t) {
+            self.punch
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(path = %self.path.display(), error = %e,
+                "cannot give ring memory back (hole punching unsupported); keeping every page");
         }
     }
     unsafe fn read(&self, offset: u64, dst: &mut [u8]) {

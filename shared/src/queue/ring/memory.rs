@@ -44,6 +44,23 @@ pub(crate) trait RingMemory {
     /// or after `head`, before `committed + capacity`, with `committed` loaded Acquire).
     unsafe fn write(&self, offset: u64, src: &[u8]);
 
+    /// Whether [`RingMemory::release`] can give memory back (a file-backed mapping that
+    /// supports hole punching). Memories that cannot (loom's) keep every page.
+    fn can_release(&self) -> bool {
+        false
+    }
+
+    /// Gives the memory of the whole pages inside `offset..offset + len` of the data area back
+    /// to the system (their bytes read as zero afterwards and cost no RAM until written
+    /// again). Partial pages at either end are left alone. Best effort: failures are logged.
+    ///
+    /// # Safety
+    /// `offset + len <= capacity()`, and the bytes are the caller's under the protocol above,
+    /// exactly as for [`RingMemory::write`]: only the single producer calls this, only on free
+    /// space (positions after its `head`, before `committed + capacity` with `committed`
+    /// loaded Acquire). Zeroing them is a write.
+    unsafe fn release(&self, _offset: u64, _len: u64) {}
+
     /// Copies bytes at `offset` of the data area into `dst`.
     ///
     /// # Safety
@@ -91,6 +108,13 @@ impl<T: RingMemory + ?Sized> RingMemory for std::sync::Arc<T> {
     unsafe fn read(&self, offset: u64, dst: &mut [u8]) {
         // SAFETY: forwarded unchanged; the caller upholds the same contract.
         unsafe { (**self).read(offset, dst) }
+    }
+    fn can_release(&self) -> bool {
+        (**self).can_release()
+    }
+    unsafe fn release(&self, offset: u64, len: u64) {
+        // SAFETY: forwarded unchanged; the caller upholds the same contract.
+        unsafe { (**self).release(offset, len) }
     }
 }
 

@@ -26,6 +26,9 @@ use crate::queue::{RecordMeta, RingError};
 
 const HDR: u64 = RECORD_HEADER_LEN as u64;
 const ZEROS: [u8; 8] = [0; 8];
+/// Free space is given back to the system in steps of this much (or a quarter of the ring,
+/// when smaller), and that much ahead of `head` is kept for the next pushes.
+pub(crate) const RELEASE_STEP: u64 = 4 << 20;
 
 /// The protocol half, generic over the memory so loom can run it (see memory.rs).
 pub(crate) struct ProducerCore<M: RingMemory> {
@@ -45,6 +48,13 @@ pub(crate) struct ProducerCore<M: RingMemory> {
     max_records: Option<u64>,
     /// Last `committed_seq` loaded; only ever grows.
     committed_seq_cache: u64,
+    /// Bytes pushed between two looks for free space to give back; 0: never (the memory
+    /// cannot release).
+    release_step: u64,
+    /// `head` at which the next look happens.
+    next_release_check: u64,
+    /// Free space up to this position was given back already.
+    released_to: u64,
 }
 
 impl<M: RingMemory> ProducerCore<M> {
@@ -57,7 +67,15 @@ impl<M: RingMemory> ProducerCore<M> {
         let committed = mem.load_committed(Ordering::Acquire);
         check_indices(head, committed, capacity)?;
         let max_payload = (capacity / 2 - HDR).min(u32::MAX as u64) as usize;
+        let release_step = if mem.can_release() {
+            (RELEASE_STEP.min(capacity / 4) & !7).max(8)
+        } else {
+            0
+        };
         Ok(ProducerCore {
+            release_step,
+            next_release_check: head,
+            released_to: head,
             next_seq: mem.load_next_seq(),
             mem,
             capacity,
@@ -158,7 +176,53 @@ impl<M: RingMemory> ProducerCore<M> {
             self.offset = 0;
         }
         self.next_seq += 1;
+        if self.release_step > 0 && self.head >= self.next_release_check {
+            self.release_free_space();
+        }
         Ok(true)
+    }
+
+    /// [`Self::release_free_space`] if this memory can release at all.
+    pub(crate) fn release_now(&mut self) {
+        if self.release_step > 0 {
+            self.release_free_space();
+        }
+    }
+
+    /// Gives the memory of free space back (hole punch), except the `release_step` bytes
+    /// after `head` that the next pushes write: free space is ours (positions from `head`
+    /// to `committed + capacity`, with `committed` loaded Acquire), nobody reads it before
+    /// we write it again, and writing it then faults in fresh zero pages. So the resident
+    /// part of the ring follows the bytes queued instead of every page ever touched.
+    ///
+    /// Done here, not by the consumer after `commit`: once `committed` is stored the bytes
+    /// are ours and we may be writing them while a consumer-side punch would zero them;
+    /// before the store, the consumer could only give back each commit's own whole pages.
+    fn release_free_space(&mut self) {
+        self.next_release_check = self.head + self.release_step;
+        // Pairs with the consumer's Release store in `commit`: its reads of the bytes it
+        // freed happen before we zero them.
+        self.committed_cache = self
+            .committed_cache
+            .max(self.mem.load_committed(Ordering::Acquire));
+        let from = self.released_to.max(self.head + self.release_step);
+        let to = self.committed_cache + self.capacity;
+        if to <= from || to - from < self.release_step {
+            return;
+        }
+        self.released_to = to;
+        let (start, len) = (from % self.capacity, to - from);
+        let first = len.min(self.capacity - start);
+        // SAFETY: positions `from..to` are free space (after `head`, before `committed +
+        // capacity` with `committed` just loaded Acquire), and `len <= capacity` because
+        // `from > head >= committed`. Each call stays inside the data area: the first part
+        // ends at or before the end, the rest starts at offset 0 (wrap).
+        unsafe {
+            self.mem.release(start, first);
+            if len > first {
+                self.mem.release(0, len - first);
+            }
+        }
     }
 
     /// Publishes everything pushed. Returns false when there was nothing new.
@@ -187,10 +251,13 @@ impl RingProducer {
     /// [`RingProducer::set_doorbell`] or use [`RingProducer::attach_with_doorbell`]).
     pub fn attach(path: &Path) -> Result<Self, RingError> {
         let ring = MappedRing::attach(path, Role::Producer)?;
-        let core = ProducerCore::new(ring).map_err(|reason| RingError::BadHeader {
+        let mut core = ProducerCore::new(ring).map_err(|reason| RingError::BadHeader {
             path: path.to_path_buf(),
             reason,
         })?;
+        // A new ring was reserved whole (posix_fallocate); a reopened one may hold pages of
+        // events delivered since. Give the free space back now, not at the first push.
+        core.release_now();
         Ok(RingProducer {
             core,
             doorbell: None,

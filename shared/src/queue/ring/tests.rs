@@ -450,3 +450,86 @@ fn record_bound_says_no_room_until_the_consumer_commits() {
     c.commit(rest.end);
     assert!(p2.try_push(&meta(), b"event").unwrap());
 }
+
+/// Bytes the file really holds (allocated blocks), not its size.
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// Drains everything published and commits it; returns the records read, checked.
+fn drain_checked(c: &mut RingConsumer, pos: &mut u64, payload: &[u8]) -> u64 {
+    let mut out = Vec::new();
+    let mut n = 0;
+    while let Some(span) = c.read(*pos, None, 1 << 20, &mut out).unwrap() {
+        assert_eq!(span.corrupt_skipped, 0);
+        assert!(
+            out.chunks(payload.len()).all(|r| r == payload),
+            "intact records"
+        );
+        n += u64::from(span.records);
+        *pos = span.end;
+        out.clear();
+    }
+    c.commit(*pos);
+    n
+}
+
+#[test]
+fn freed_space_is_given_back_and_the_ring_stays_correct_across_wraps() {
+    const MIB: u64 = 1 << 20;
+    // tmpfs as in production when there is one; any file system with hole punching will do.
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let path = dir.path().join("intake-7.ring");
+    Ring::create_or_open(&path, 64 * MIB, 7).unwrap();
+    let reserved = allocated(&path);
+    assert!(
+        reserved >= 64 * MIB,
+        "created with its memory reserved: {reserved}"
+    );
+    let mut p = RingProducer::attach(&path).unwrap();
+    // The producer gives back the free space beyond the next release step (4 MiB) at once.
+    let attached = allocated(&path);
+    assert!(
+        attached <= 5 * MIB,
+        "free space given back at attach: {attached}"
+    );
+    let mut c = RingConsumer::attach(&path).unwrap();
+    let payload = vec![0xA5u8; 1000];
+    assert!(p.try_push(&meta(), &payload).unwrap());
+    p.publish();
+    let (mut pos, mut pushed, mut read) = (0u64, 1u64, 0u64);
+    // Three laps: queue 56 MiB (resident), consume and commit it, push 5 MiB more: what
+    // stays resident is the new 5 MiB plus at most two release steps (8 MiB).
+    for lap in 0..3 {
+        while p.free_bytes() > 8 * MIB {
+            assert!(p.try_push(&meta(), &payload).unwrap());
+            pushed += 1;
+        }
+        p.publish();
+        let queued = allocated(&path);
+        assert!(
+            queued >= 55 * MIB,
+            "lap {lap}: what is queued is resident: {queued}"
+        );
+        read += drain_checked(&mut c, &mut pos, &payload);
+        assert_eq!(read, pushed);
+        for _ in 0..5 * MIB / 1032 {
+            assert!(p.try_push(&meta(), &payload).unwrap());
+            pushed += 1;
+        }
+        p.publish();
+        let released = allocated(&path);
+        assert!(
+            released <= 14 * MIB,
+            "lap {lap}: committed space given back: {queued} -> {released}"
+        );
+        read += drain_checked(&mut c, &mut pos, &payload);
+        assert_eq!(read, pushed);
+    }
+}

@@ -78,6 +78,19 @@ fn journal_bytes(fwd: &Forwarder) -> u64 {
         .sum()
 }
 
+/// A forwarder with one TCP intake of `queue_size`, whose destination is down: the test's
+/// certificates, the destination's port (start a sink there to bring it back), the intake's
+/// port, and the running forwarder.
+fn with_destination_down(queue_size: u64) -> (TestCerts, u16, u16, Forwarder) {
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let sink_port = down_port();
+    let port = free_tcp_port();
+    let fwd = ForwarderBuilder::new(&yaml(port, queue_size), sink_port)
+        .ca_file(&certs.ca_pem)
+        .start();
+    (certs, sink_port, port, fwd)
+}
+
 #[test]
 fn destination_down_then_back_spills_to_disk_and_loses_nothing() {
     let certs = TestCerts::new(&["127.0.0.1"]);
@@ -124,12 +137,7 @@ fn destination_down_then_back_spills_to_disk_and_loses_nothing() {
 
 #[test]
 fn sigterm_with_a_backlog_saves_it_and_a_restart_sends_it() {
-    let certs = TestCerts::new(&["127.0.0.1"]);
-    let sink_port = down_port();
-    let port = free_tcp_port();
-    let mut fwd = ForwarderBuilder::new(&yaml(port, 5_000), sink_port)
-        .ca_file(&certs.ca_pem)
-        .start();
+    let (certs, sink_port, port, mut fwd) = with_destination_down(5_000);
     let n = scale(10_000);
     send_tcp(port, 0, n);
     let status = fwd.terminate(Duration::from_secs(60));
@@ -150,12 +158,7 @@ fn sigterm_with_a_backlog_saves_it_and_a_restart_sends_it() {
 
 #[test]
 fn kill9_of_supervisor_and_all_workers_then_restart_loses_nothing() {
-    let certs = TestCerts::new(&["127.0.0.1"]);
-    let sink_port = down_port();
-    let port = free_tcp_port();
-    let mut fwd = ForwarderBuilder::new(&yaml(port, 5_000), sink_port)
-        .ca_file(&certs.ca_pem)
-        .start();
+    let (certs, sink_port, port, mut fwd) = with_destination_down(5_000);
     let n = scale(10_000);
     send_tcp(port, 0, n);
     fwd.kill9_all();
@@ -267,12 +270,7 @@ fn full_disk_budget_blocks_tcp_senders_and_counts_udp_drops() {
 
 #[test]
 fn corrupt_journal_record_and_truncated_segment_are_skipped_and_counted() {
-    let certs = TestCerts::new(&["127.0.0.1"]);
-    let sink_port = down_port();
-    let port = free_tcp_port();
-    let mut fwd = ForwarderBuilder::new(&yaml(port, 1), sink_port)
-        .ca_file(&certs.ca_pem)
-        .start();
+    let (certs, sink_port, port, mut fwd) = with_destination_down(1);
     let n = 20_000;
     send_tcp(port, 0, n);
     let status = fwd.terminate(Duration::from_secs(60));

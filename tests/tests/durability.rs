@@ -93,14 +93,8 @@ fn with_destination_down(queue_size: u64) -> (TestCerts, u16, u16, Forwarder) {
 
 #[test]
 fn destination_down_then_back_spills_to_disk_and_loses_nothing() {
-    let certs = TestCerts::new(&["127.0.0.1"]);
-    let sink_port = down_port();
-    let port = free_tcp_port();
-    // queue_size 1 gives the smallest ring (1 MiB, about 3,000 events of 300 bytes): most of
-    // the outage goes to the journal.
-    let fwd = ForwarderBuilder::new(&yaml(port, 1), sink_port)
-        .ca_file(&certs.ca_pem)
-        .start();
+    // queue_size 1: the memory tier holds one event, so the outage goes to the journal.
+    let (certs, sink_port, port, fwd) = with_destination_down(1);
     let n = scale(20_000);
     send_tcp(port, 0, n);
     assert!(

@@ -9,7 +9,8 @@
 //!    per round-robin turn (deficit-free round robin: a noisy source gets one quantum per round,
 //!    like everyone else);
 //! 3. if nothing moved, sleep on the wakeup (sources ring it on new data, connections after
-//!    taking or finishing a batch; `idle_wait` bounds a lost wakeup).
+//!    taking or finishing a batch; `idle_wait` bounds a lost wakeup), then `linger` so that
+//!    what trickles in meanwhile leaves as one batch.
 //!
 //! Invariant: for every source, `outstanding` lists, in position order, every span read but not
 //! committed; `commit(p)` is only called with the end of a confirmed span whose predecessors are
@@ -80,6 +81,9 @@ pub(crate) struct Dispatcher {
     quantum: usize,
     drain_timeout: Duration,
     idle_wait: Duration,
+    linger: Duration,
+    /// The last `fill` stopped because no source had data (not because the channel was full).
+    starved: bool,
     wind_down: Duration,
 }
 
@@ -119,6 +123,8 @@ impl Dispatcher {
             quantum: cfg.quantum_bytes,
             drain_timeout: cfg.drain_timeout,
             idle_wait: cfg.idle_wait,
+            linger: cfg.linger,
+            starved: false,
             // Connections finish within their own timeouts once told to stop.
             wind_down: cfg.connect_timeout + cfg.handshake_timeout + 2 * cfg.write_timeout,
         }
@@ -148,7 +154,7 @@ impl Dispatcher {
             }
             progressed |= self.fill();
             if !progressed {
-                self.wake.wait(self.idle_wait);
+                self.sleep_until_rung();
             }
         }
         self.work.close();
@@ -164,6 +170,21 @@ impl Dispatcher {
             }
         }
         warn!("uplink connections did not stop in time");
+    }
+
+    /// Nothing moved: sleep until rung; then, if it was for lack of data, linger (unless
+    /// stopping). At low rates every event would otherwise cost a wakeup of this thread, of a
+    /// connection task and of the peer; with the linger they share one per `linger`. A busy
+    /// uplink sleeps only while the channel is full (connections behind), and then does not
+    /// linger: it adds no latency under load, and at most `linger` to a trickle.
+    pub(crate) fn sleep_until_rung(&self) {
+        let asleep = Instant::now();
+        self.wake.wait(self.idle_wait);
+        let rung = asleep.elapsed() < self.idle_wait;
+        if rung && self.starved && !self.linger.is_zero() && !self.stopping.load(Ordering::Acquire)
+        {
+            std::thread::sleep(self.linger);
+        }
     }
 
     /// Apply every outcome reported so far. True if there was any.
@@ -226,12 +247,16 @@ impl Dispatcher {
     /// Hand out work while the channel has room. True if anything was handed out.
     pub(crate) fn fill(&mut self) -> bool {
         let mut progressed = false;
+        self.starved = false;
         while !self.work.is_full() {
             let batch = match self.resend.pop_front() {
                 Some(batch) => batch,
                 None => match self.next_batch() {
                     Some(batch) => batch,
-                    None => break,
+                    None => {
+                        self.starved = true;
+                        break;
+                    }
                 },
             };
             progressed = true;

@@ -3,35 +3,44 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::{Batch, Dispatcher, Outcome};
 use crate::uplink::tests::harness::{MemSource, MemWake};
-use crate::uplink::{UplinkConfig, UplinkCounters};
+use crate::uplink::{UplinkConfig, UplinkCounters, Wakeup};
 
 struct Rig {
     dispatcher: Dispatcher,
     work: async_channel::Receiver<Batch>,
     outcomes: mpsc::Sender<Outcome>,
     counters: Arc<UplinkCounters>,
+    wake: Arc<MemWake>,
+    stopping: Arc<AtomicBool>,
 }
 
 /// `quantum` bytes per turn, room for `slots` batches in the work channel.
 fn rig(sources: &[MemSource], quantum: usize, slots: usize) -> Rig {
     let mut cfg = UplinkConfig::new("intake.test", 10514);
     cfg.quantum_bytes = quantum;
+    rig_with(sources, cfg, slots)
+}
+
+fn rig_with(sources: &[MemSource], cfg: UplinkConfig, slots: usize) -> Rig {
     let (work_tx, work) = async_channel::bounded(slots);
     let (outcomes, outcome_rx) = mpsc::channel();
     let counters = Arc::new(UplinkCounters::new());
+    let wake = Arc::new(MemWake::default());
+    let stopping = Arc::new(AtomicBool::new(false));
     let dispatcher = Dispatcher::new(
         &cfg,
         sources.iter().map(MemSource::boxed).collect(),
         work_tx,
         outcome_rx,
-        Arc::new(MemWake::default()),
+        Arc::clone(&wake) as Arc<dyn Wakeup>,
         Arc::clone(&counters),
-        Arc::new(AtomicBool::new(false)),
+        Arc::clone(&stopping),
         watch::channel(false).0,
     );
     Rig {
@@ -39,6 +48,8 @@ fn rig(sources: &[MemSource], quantum: usize, slots: usize) -> Rig {
         work,
         outcomes,
         counters,
+        wake,
+        stopping,
     }
 }
 
@@ -146,4 +157,77 @@ fn source_that_fails_to_read_is_paused_and_reported_while_others_flow() {
         "{error}"
     );
     assert!(!rig.dispatcher.all_delivered());
+}
+
+/// How long `sleep_until_rung` takes when rung `ring_after` into the sleep (never: None).
+fn sleep_time(rig: &Rig, ring_after: Option<Duration>) -> Duration {
+    let wake = Arc::clone(&rig.wake);
+    let ringer = ring_after.map(|after| {
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            wake.notify();
+        })
+    });
+    let start = Instant::now();
+    rig.dispatcher.sleep_until_rung();
+    let slept = start.elapsed();
+    if let Some(ringer) = ringer {
+        ringer.join().unwrap();
+    }
+    slept
+}
+
+#[test]
+fn a_wakeup_from_idle_lingers_so_a_trickle_leaves_as_one_batch() {
+    let mut cfg = UplinkConfig::new("intake.test", 10514);
+    cfg.idle_wait = Duration::from_secs(5);
+    cfg.linger = Duration::from_millis(150);
+    let mut rig = rig_with(&[], cfg, 1);
+    assert!(!rig.dispatcher.fill(), "no source, no data");
+    let slept = sleep_time(&rig, Some(Duration::from_millis(20)));
+    assert!(
+        slept >= Duration::from_millis(170),
+        "rung after 20 ms, then 150 ms of linger: {slept:?}"
+    );
+    assert!(
+        slept < Duration::from_secs(2),
+        "woken, not timed out: {slept:?}"
+    );
+
+    rig.stopping.store(true, Ordering::Release);
+    let slept = sleep_time(&rig, Some(Duration::from_millis(20)));
+    assert!(
+        slept < Duration::from_millis(150),
+        "no linger while stopping: the drain must not wait: {slept:?}"
+    );
+}
+
+#[test]
+fn an_idle_timeout_does_not_linger() {
+    let mut cfg = UplinkConfig::new("intake.test", 10514);
+    cfg.idle_wait = Duration::from_millis(50);
+    cfg.linger = Duration::from_secs(3);
+    let rig = rig_with(&[], cfg, 1);
+    let slept = sleep_time(&rig, None);
+    assert!(
+        slept >= Duration::from_millis(50) && slept < Duration::from_secs(2),
+        "timed out after idle_wait, no linger: {slept:?}"
+    );
+}
+
+#[test]
+fn waiting_for_room_in_the_channel_does_not_linger() {
+    let source = MemSource::new("s", 10, 0);
+    let mut cfg = UplinkConfig::new("intake.test", 10514);
+    cfg.quantum_bytes = 1;
+    cfg.idle_wait = Duration::from_secs(5);
+    cfg.linger = Duration::from_secs(3);
+    let mut rig = rig_with(std::slice::from_ref(&source), cfg, 1);
+    rig.dispatcher.fill();
+    assert!(!rig.dispatcher.fill(), "the channel is full: nothing moves");
+    let slept = sleep_time(&rig, Some(Duration::from_millis(20)));
+    assert!(
+        slept < Duration::from_secs(2),
+        "a connection took a batch: back to work at once, data is waiting: {slept:?}"
+    );
 }

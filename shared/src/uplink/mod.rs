@@ -116,6 +116,11 @@ pub struct UplinkConfig {
     pub healthy_after: Duration,
     /// Longest the dispatcher sleeps without a wakeup.
     pub idle_wait: Duration,
+    /// After a wakeup from idle, how long the dispatcher waits for more events before reading:
+    /// a trickle of events then leaves as one batch per linger instead of one write (and one
+    /// cross-process wakeup, one TLS record, one acknowledgement poll) per event. Only an idle
+    /// uplink lingers; a busy one never sleeps, so this bounds the latency it adds.
+    pub linger: Duration,
 }
 
 impl UplinkConfig {
@@ -138,6 +143,7 @@ impl UplinkConfig {
             backoff_max: Duration::from_secs(30),
             healthy_after: Duration::from_secs(10),
             idle_wait: Duration::from_millis(100),
+            linger: Duration::from_millis(5),
         }
     }
 }

@@ -105,6 +105,65 @@ async fn datagrams_of_one_burst_are_delivered_in_batches() {
     shut_down(server).await;
 }
 
+#[tokio::test]
+async fn largest_datagrams_and_several_senders_in_one_batch_arrive_whole_and_attributed() {
+    let sink = RecordingSink::new();
+    let server = start(sink.clone());
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    // The largest IPv4 UDP payload, between small ones, from two senders, in one burst.
+    let big = vec![b'x'; 65_507];
+    a.send_to(b"a0", server.addr).unwrap();
+    a.send_to(&big, server.addr).unwrap();
+    b.send_to(b"b0", server.addr).unwrap();
+    a.send_to(b"a1", server.addr).unwrap();
+    sink.wait_until(PATIENCE, "4 messages", |s| s.count() == 4)
+        .await;
+    let messages = sink.messages.lock().unwrap().clone();
+    let got: Vec<(SocketAddr, usize)> = messages.iter().map(|m| (m.peer, m.bytes.len())).collect();
+    let (pa, pb) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    assert_eq!(
+        got,
+        [(pa, 2), (pa, MAX_MESSAGE.min(65_507)), (pb, 2), (pa, 2)]
+    );
+    assert_eq!(messages[2].host, "127.0.0.2");
+    assert_eq!(server.counters.snapshot().bytes_received, 65_507 + 6);
+    shut_down(server).await;
+}
+
+#[tokio::test]
+async fn ipv6_senders_are_received() {
+    let Ok(socket) = std::net::UdpSocket::bind("[::1]:0") else {
+        return; // no IPv6 loopback on this machine
+    };
+    let addr = socket.local_addr().unwrap();
+    let sink = RecordingSink::new();
+    let counters = Arc::new(InputCounters::new());
+    let (stop, shutdown) = watch::channel(false);
+    let names = Arc::new(Resolver::new(false));
+    let task = tokio::spawn(serve_udp(
+        socket,
+        sink.clone(),
+        names,
+        counters.clone(),
+        shutdown,
+    ));
+    let client = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    client.send_to(b"over v6", addr).unwrap();
+    sink.wait_until(PATIENCE, "1 message", |s| s.count() == 1)
+        .await;
+    let first = sink.messages.lock().unwrap()[0].clone();
+    assert_eq!(first.peer, client.local_addr().unwrap());
+    assert_eq!(first.bytes, b"over v6");
+    shut_down(Server {
+        addr,
+        counters,
+        stop,
+        task,
+    })
+    .await;
+}
+
 #[test]
 fn oversize_datagram_is_truncated() {
     let mut datagram = vec![b'u'; MAX_MESSAGE + 10];

@@ -1,13 +1,82 @@
 //! A private rsyslogd configured like the reference image (its template, maxMessageSize,
 //! octet-counted TLS forwarding with x509/name), DNS off, forwarding to a test TLS sink.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::{wait_until, TestCerts};
 
 pub const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
+
+/// What changes between uses of the reference configuration.
+pub struct ReferenceConf<'a> {
+    /// rsyslog's work directory (its queue files).
+    pub work: &'a Path,
+    /// CA of the TLS sink (it stands in for the Sekoia.io intake).
+    pub ca: &'a Path,
+    /// The intake is UDP (imudp) instead of TCP (imtcp).
+    pub udp: bool,
+    pub port: u16,
+    pub sink_port: u16,
+    pub intake_key: &'a str,
+    /// imtcp `MaxSessions`; 0 keeps the reference's default (200).
+    pub max_sessions: usize,
+}
+
+/// The reference image's rsyslog.conf + template.j2 for one intake, with only the changes a
+/// private test instance needs: its own work directory, DNS off, the sink's CA and address
+/// (`127.0.0.1`, peer name `localhost`). imuxsock (the host's /dev/log) and impstats (every
+/// 300 s) are left out. The one source of this configuration: the differential tests and the
+/// benchmark harness both use it.
+pub fn reference_conf(c: &ReferenceConf) -> String {
+    let imtcp = if c.max_sessions > 0 {
+        format!("module(load=\"imtcp\" MaxSessions=\"{}\")", c.max_sessions)
+    } else {
+        "module(load=\"imtcp\")".to_string()
+    };
+    format!(
+        r#"global(
+    workDirectory="{work}"
+    maxMessageSize="250k"
+    umask="0022"
+    net.enableDNS="off"
+    defaultNetstreamDriverCAFile="{ca}"
+)
+{imtcp}
+module(load="imudp")
+main_queue(
+    queue.filename="sekoia_queue"
+    queue.type="LinkedList"
+    queue.maxDiskSpace="32g"
+    queue.saveOnShutdown="on"
+)
+input(type="{input}" port="{port}" ruleset="remote{port}")
+template(name="SEKOIAIO_{port}_Template" type="string" string="<%pri%>1 %timegenerated:::date-rfc3339% %hostname% %app-name% %procid% LOG [SEKOIA@53288 intake_key=\"{key}\"] %msg:R,ERE,1,FIELD:^[ \t]*(.*)$--end%\n")
+ruleset(name="remote{port}" queue.type="LinkedList" queue.filename="sekoia_{port}_queue" queue.saveOnShutdown="on") {{
+action(
+    name="action{port}"
+    type="omfwd"
+    protocol="tcp"
+    target="127.0.0.1"
+    port="{sink_port}"
+    TCP_Framing="octet-counted"
+    StreamDriver="gtls"
+    StreamDriverMode="1"
+    StreamDriverAuthMode="x509/name"
+    StreamDriverPermittedPeers="localhost"
+    Template="SEKOIAIO_{port}_Template"
+    )
+}}
+"#,
+        work = c.work.display(),
+        ca = c.ca.display(),
+        input = if c.udp { "imudp" } else { "imtcp" },
+        port = c.port,
+        sink_port = c.sink_port,
+        key = c.intake_key,
+    )
+}
 
 pub struct Rsyslog {
     child: Child,
@@ -22,36 +91,15 @@ impl Rsyslog {
         let dir = tempfile::tempdir().expect("rsyslog dir");
         let work = dir.path().join("work");
         std::fs::create_dir_all(&work).expect("work dir");
-        let conf = format!(
-            r#"global(
-    workDirectory="{work}"
-    maxMessageSize="250k"
-    net.enableDNS="off"
-    defaultNetstreamDriverCAFile="{ca}"
-)
-module(load="imtcp")
-input(type="imtcp" port="{port}" ruleset="remote{port}")
-template(name="SEKOIAIO_test_Template" type="string" string="<%pri%>1 %timegenerated:::date-rfc3339% %hostname% %app-name% %procid% LOG [SEKOIA@53288 intake_key=\"{key}\"] %msg:R,ERE,1,FIELD:^[ \t]*(.*)$--end%\n")
-ruleset(name="remote{port}" queue.type="LinkedList" queue.filename="sekoia_test_queue" queue.saveOnShutdown="on") {{
-action(
-    name="actiontest"
-    type="omfwd"
-    protocol="tcp"
-    target="127.0.0.1"
-    port="{sink_port}"
-    TCP_Framing="octet-counted"
-    StreamDriver="gtls"
-    StreamDriverMode="1"
-    StreamDriverAuthMode="x509/name"
-    StreamDriverPermittedPeers="localhost"
-    Template="SEKOIAIO_test_Template"
-    )
-}}
-"#,
-            work = work.display(),
-            ca = certs.ca_pem.display(),
-            key = intake_key,
-        );
+        let conf = reference_conf(&ReferenceConf {
+            work: &work,
+            ca: &certs.ca_pem,
+            udp: false,
+            port,
+            sink_port,
+            intake_key,
+            max_sessions: 0,
+        });
         let conf_path = dir.path().join("rsyslog.conf");
         std::fs::write(&conf_path, conf).expect("write rsyslog.conf");
         let pid: PathBuf = dir.path().join("rsyslogd.pid");

@@ -14,7 +14,8 @@ use bench::procstat;
 
 use crate::Ctx;
 
-pub const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
+pub use sekoia_tests::rsyslog::RSYSLOGD;
+use sekoia_tests::rsyslog::{reference_conf, ReferenceConf};
 /// Where Debian's rsyslog-gnutls puts the TLS netstream driver.
 pub const GTLS_DRIVERS: &[&str] = &[
     "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so",
@@ -441,66 +442,6 @@ fn start_ours(
     Ok((child, Some(shm)))
 }
 
-/// The reference image's configuration (SEKOIA-IO/sekoiaio-docker-concentrator:
-/// `rsyslog.conf` + `template.j2`, as `tests/src/rsyslog.rs` reproduces it) for one intake,
-/// with three local adaptations: a private work directory and pid file, DNS off (the
-/// forwarder runs with `--no-resolve`), and the sink's CA. imuxsock (the host's /dev/log)
-/// and impstats (every 300 s) are left out. `sessions` > 0 raises imtcp's MaxSessions
-/// (default 200) — only the many-connections scenario does, and says so.
-pub fn rsyslog_conf(
-    work: &Path,
-    ca: &Path,
-    udp: bool,
-    port: u16,
-    sink_port: u16,
-    sessions: usize,
-) -> String {
-    let imtcp = if sessions > 0 {
-        format!("module(load=\"imtcp\" MaxSessions=\"{sessions}\")")
-    } else {
-        "module(load=\"imtcp\")".to_string()
-    };
-    format!(
-        r#"global(
-    workDirectory="{work}"
-    maxMessageSize="250k"
-    umask="0022"
-    net.enableDNS="off"
-    defaultNetstreamDriverCAFile="{ca}"
-)
-{imtcp}
-module(load="imudp")
-main_queue(
-    queue.filename="sekoia_queue"
-    queue.type="LinkedList"
-    queue.maxDiskSpace="32g"
-    queue.saveOnShutdown="on"
-)
-input(type="{input}" port="{port}" ruleset="remote{port}")
-template(name="SEKOIAIO_bench_Template" type="string" string="<%pri%>1 %timegenerated:::date-rfc3339% %hostname% %app-name% %procid% LOG [SEKOIA@53288 intake_key=\"{key}\"] %msg:R,ERE,1,FIELD:^[ \t]*(.*)$--end%\n")
-ruleset(name="remote{port}" queue.type="LinkedList" queue.filename="sekoia_bench_queue" queue.saveOnShutdown="on") {{
-action(
-    name="actionbench"
-    type="omfwd"
-    protocol="tcp"
-    target="127.0.0.1"
-    port="{sink_port}"
-    TCP_Framing="octet-counted"
-    StreamDriver="gtls"
-    StreamDriverMode="1"
-    StreamDriverAuthMode="x509/name"
-    StreamDriverPermittedPeers="localhost"
-    Template="SEKOIAIO_bench_Template"
-    )
-}}
-"#,
-        work = work.display(),
-        ca = ca.display(),
-        input = if udp { "imudp" } else { "imtcp" },
-        key = INTAKE_KEY,
-    )
-}
-
 fn start_rsyslog(
     ctx: &Ctx,
     dir: &Path,
@@ -514,7 +455,15 @@ fn start_rsyslog(
     let conf = dir.join("rsyslog.conf");
     fs::write(
         &conf,
-        rsyslog_conf(&work, &ctx.certs.ca, udp, port, sink_port, sessions),
+        reference_conf(&ReferenceConf {
+            work: &work,
+            ca: &ctx.certs.ca,
+            udp,
+            port,
+            sink_port,
+            intake_key: INTAKE_KEY,
+            max_sessions: sessions,
+        }),
     )?;
     let (out, err) = log_files(dir)?;
     Command::new(RSYSLOGD)

@@ -28,7 +28,7 @@ const HDR: u64 = RECORD_HEADER_LEN as u64;
 const ZEROS: [u8; 8] = [0; 8];
 /// Free space is given back to the system in steps of this much (or a quarter of the ring,
 /// when smaller), and that much ahead of `head` is kept for the next pushes.
-pub(crate) const RELEASE_STEP: u64 = 4 << 20;
+pub(crate) const RELEASE_STEP: u64 = 1 << 20;
 
 /// The protocol half, generic over the memory so loom can run it (see memory.rs).
 pub(crate) struct ProducerCore<M: RingMemory> {

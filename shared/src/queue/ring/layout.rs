@@ -65,6 +65,8 @@ pub(crate) struct MappedRing {
     path: PathBuf,
     /// Hole punching still worth trying (cleared after the file system refused it).
     punch: std::sync::atomic::AtomicBool,
+    /// Prefaulting still worth trying (cleared after the kernel refused it: before 5.14).
+    prefault: std::sync::atomic::AtomicBool,
     /// The system's page size: only whole pages are given back.
     page: u64,
     _map: MmapMut,
@@ -271,6 +273,7 @@ impl MappedRing {
             intake_id: 0,
             path: path.to_path_buf(),
             punch: std::sync::atomic::AtomicBool::new(true),
+            prefault: std::sync::atomic::AtomicBool::new(true),
             page: page_size(),
             _map: map,
             _file: file,
@@ -400,6 +403,26 @@ impl RingMemory for MappedRing {
         unsafe {
             let dst = self.base.as_ptr().add((HEADER_LEN + offset) as usize);
             std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
+        }
+    }
+    fn prefault(&self, offset: u64, len: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.prefault.load(Relaxed) || offset + len > self.capacity || len == 0 {
+            return;
+        }
+        // madvise wants a page-aligned start: round down (the page holding `offset` is the
+        // one being written; populating a present page is a no-op).
+        let start = (HEADER_LEN + offset) / self.page * self.page;
+        let end = HEADER_LEN + offset + len;
+        let advised = self._map.advise_range(
+            memmap2::Advice::PopulateWrite,
+            start as usize,
+            (end - start) as usize,
+        );
+        if let Err(e) = advised {
+            self.prefault.store(false, Relaxed);
+            tracing::debug!(path = %self.path.display(), error = %e,
+                "cannot prefault ring pages (MADV_POPULATE_WRITE unsupported); pages fault one by one");
         }
     }
     fn can_release(&self) -> bool {

@@ -44,6 +44,12 @@ pub(crate) trait RingMemory {
     /// or after `head`, before `committed + capacity`, with `committed` loaded Acquire).
     unsafe fn write(&self, offset: u64, src: &[u8]);
 
+    /// Faults in, writable, the pages of `offset..offset + len` of the data area before the
+    /// producer writes them: one system call for many pages instead of a page fault each
+    /// (pages given back by [`RingMemory::release`] come back this way, once per lap). It
+    /// changes no byte, so it needs no ownership; best effort, a no-op where unsupported.
+    fn prefault(&self, _offset: u64, _len: u64) {}
+
     /// Whether [`RingMemory::release`] can give memory back (a file-backed mapping that
     /// supports hole punching). Memories that cannot (loom's) keep every page.
     fn can_release(&self) -> bool {
@@ -108,6 +114,9 @@ impl<T: RingMemory + ?Sized> RingMemory for std::sync::Arc<T> {
     unsafe fn read(&self, offset: u64, dst: &mut [u8]) {
         // SAFETY: forwarded unchanged; the caller upholds the same contract.
         unsafe { (**self).read(offset, dst) }
+    }
+    fn prefault(&self, offset: u64, len: u64) {
+        (**self).prefault(offset, len)
     }
     fn can_release(&self) -> bool {
         (**self).can_release()

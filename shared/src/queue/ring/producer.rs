@@ -29,6 +29,9 @@ const ZEROS: [u8; 8] = [0; 8];
 /// Free space is given back to the system in steps of this much (or a quarter of the ring,
 /// when smaller), and that much ahead of `head` is kept for the next pushes.
 pub(crate) const RELEASE_STEP: u64 = 1 << 20;
+/// When free space is given back, the pages ahead of `head` are faulted in this much at a
+/// time (at most the release step, so a prefaulted page is never given back unwritten).
+pub(crate) const PREFAULT_STEP: u64 = 256 << 10;
 
 /// The protocol half, generic over the memory so loom can run it (see memory.rs).
 pub(crate) struct ProducerCore<M: RingMemory> {
@@ -55,6 +58,8 @@ pub(crate) struct ProducerCore<M: RingMemory> {
     next_release_check: u64,
     /// Free space up to this position was given back already.
     released_to: u64,
+    /// Pages up to this position were prefaulted (only while giving memory back).
+    prefaulted_to: u64,
 }
 
 impl<M: RingMemory> ProducerCore<M> {
@@ -76,6 +81,7 @@ impl<M: RingMemory> ProducerCore<M> {
             release_step,
             next_release_check: head,
             released_to: head,
+            prefaulted_to: head,
             next_seq: mem.load_next_seq(),
             mem,
             capacity,
@@ -143,6 +149,9 @@ impl<M: RingMemory> ProducerCore<M> {
                 return Ok(false);
             }
         }
+        if self.release_step > 0 && self.head + need > self.prefaulted_to {
+            self.prefault_ahead(need);
+        }
         if skip > 0 {
             if skip >= HDR {
                 let pad =
@@ -180,6 +189,26 @@ impl<M: RingMemory> ProducerCore<M> {
             self.release_free_space();
         }
         Ok(true)
+    }
+
+    /// Prefaults the free space from `head` to `PREFAULT_STEP` past it (at least `need`):
+    /// pages given back a lap ago come back in one call instead of one fault per page.
+    fn prefault_ahead(&mut self, need: u64) {
+        let from = self.head.max(self.prefaulted_to);
+        // Free space only (`committed_cache` was checked against `need` just before).
+        // Within the release step: a prefaulted page is never given back before it is written.
+        let ahead = PREFAULT_STEP.min(self.release_step).max(need);
+        let to = (self.head + ahead).min(self.committed_cache + self.capacity);
+        self.prefaulted_to = to;
+        if to <= from {
+            return;
+        }
+        let (start, len) = (from % self.capacity, to - from);
+        let first = len.min(self.capacity - start);
+        self.mem.prefault(start, first);
+        if len > first {
+            self.mem.prefault(0, len - first);
+        }
     }
 
     /// [`Self::release_free_space`] if this memory can release at all.

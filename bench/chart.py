@@ -55,6 +55,8 @@ def main(src, dst):
                     notes.append("FAILED")
                 elif field == "events_per_s" and v is None and num(r["loss_pct"]):
                     notes.append(f"loss {float(r['loss_pct']):.1f} %")
+                elif v is None:
+                    notes.append("n/a")
                 else:
                     notes.append("")
             bars = ax.bar([i + off for i in x], vals, w, label=target, color=color)
@@ -74,10 +76,16 @@ def main(src, dst):
         ax.set_xticklabels(scen, fontsize=8)
         if log:
             ax.set_yscale("log")
-        ax.legend(fontsize=8, loc="upper left")
+            if floor:
+                # Room for the labels of runs without a value (failed, lost events, not
+                # run), drawn at `floor`: log axes otherwise start above it and hide them.
+                ax.set_ylim(bottom=floor * 0.7)
         ax.grid(axis="y", alpha=0.3)
+    # One legend for all panels, above them, where it hides no bar label.
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=2, fontsize=9)
     fig.suptitle("sekoia-forwarder vs rsyslog (reference image config), same load, same TLS sink")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(dst, dpi=90)
 
 

@@ -452,6 +452,17 @@ fn record_bound_says_no_room_until_the_consumer_commits() {
 }
 
 /// Bytes the file really holds (allocated blocks), not its size.
+/// A temporary folder on tmpfs, as in production, when there is one; any file system with
+/// hole punching will do.
+fn shm_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    }
+}
+
 fn allocated(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).unwrap().blocks() * 512
@@ -478,13 +489,7 @@ fn drain_checked(c: &mut RingConsumer, pos: &mut u64, payload: &[u8]) -> u64 {
 #[test]
 fn freed_space_is_given_back_and_the_ring_stays_correct_across_wraps() {
     const MIB: u64 = 1 << 20;
-    // tmpfs as in production when there is one; any file system with hole punching will do.
-    let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    };
+    let dir = shm_tempdir();
     let path = dir.path().join("intake-7.ring");
     Ring::create_or_open(&path, 64 * MIB, 7).unwrap();
     let reserved = allocated(&path);
@@ -537,12 +542,7 @@ fn freed_space_is_given_back_and_the_ring_stays_correct_across_wraps() {
 #[test]
 fn pages_given_back_come_back_ahead_of_the_producer_in_one_step() {
     const MIB: u64 = 1 << 20;
-    let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    };
+    let dir = shm_tempdir();
     let path = dir.path().join("intake-8.ring");
     Ring::create_or_open(&path, 64 * MIB, 8).unwrap();
     // Attaching gives back everything past the first release step: holes from there on.

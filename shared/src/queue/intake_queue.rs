@@ -12,6 +12,10 @@
 //! Each tier has its own positions and read cursor; the uplink gets *virtual* positions (a
 //! running byte count) and commits them in order. `outstanding` maps each virtual end back
 //! to its tier's real end, so a commit frees exactly what was delivered, tier by tier.
+//!
+//! A span handed out and not committed yet can be read again (the uplink re-sends a failed
+//! batch from here instead of keeping its bytes): `outstanding` also knows where each span
+//! starts, and the tier reads exactly that range again without moving its cursor.
 
 use std::collections::VecDeque;
 use std::io;
@@ -30,6 +34,14 @@ pub trait Tier: Send + 'static {
     /// Payloads of the next whole records, about `max_bytes` (at least one record when there
     /// is one); None when nothing is there now.
     fn read(&mut self, max_bytes: usize, out: &mut Vec<u8>) -> io::Result<Option<ReadSpan>>;
+    /// Payloads of the records of `from..until` again, exactly (a span this tier returned
+    /// and that is not committed yet); the cursor does not move.
+    fn read_range(
+        &mut self,
+        from: u64,
+        until: u64,
+        out: &mut Vec<u8>,
+    ) -> io::Result<Option<ReadSpan>>;
     /// Everything before `pos` (an `end` this tier returned) was delivered.
     fn commit(&mut self, pos: u64);
     /// Short name for logs.
@@ -59,6 +71,17 @@ impl Tier for RingTier {
             self.cursor = span.end;
         }
         Ok(span)
+    }
+
+    fn read_range(
+        &mut self,
+        from: u64,
+        until: u64,
+        out: &mut Vec<u8>,
+    ) -> io::Result<Option<ReadSpan>> {
+        self.ring
+            .read(from, Some(until), usize::MAX, out)
+            .map_err(io::Error::other)
     }
 
     fn commit(&mut self, pos: u64) {
@@ -148,6 +171,23 @@ impl Tier for JournalTier {
         Ok(span)
     }
 
+    fn read_range(
+        &mut self,
+        from: u64,
+        until: u64,
+        out: &mut Vec<u8>,
+    ) -> io::Result<Option<ReadSpan>> {
+        let Some(reader) = self.reader.as_mut() else {
+            return Err(io::Error::other(format!(
+                "journal {} is not open",
+                self.dir.display()
+            )));
+        };
+        reader
+            .read_until(from, Some(until), usize::MAX, out)
+            .map_err(io::Error::other)
+    }
+
     fn commit(&mut self, pos: u64) {
         let Some(reader) = self.reader.as_mut() else {
             return;
@@ -164,11 +204,13 @@ impl Tier for JournalTier {
     }
 }
 
-/// A span handed out: where it ends in virtual positions and in its tier.
+/// A span handed out: where it is in virtual positions and in its tier.
 #[derive(Debug, Clone, Copy)]
 struct Handed {
+    virtual_start: u64,
     virtual_end: u64,
     tier: usize,
+    real_start: u64,
     real_end: u64,
 }
 
@@ -200,6 +242,59 @@ impl IntakeQueue {
     }
 }
 
+impl IntakeQueue {
+    /// Reads again a span handed out earlier and not committed: exactly `from..until`, one
+    /// span as it was handed out (the uplink re-reads whole batches). Corrupt records found
+    /// again are not counted again.
+    fn read_again(
+        &mut self,
+        from: u64,
+        until: Option<u64>,
+        out: &mut Vec<u8>,
+    ) -> io::Result<Option<uplink::ReadSpan>> {
+        let handed = self
+            .outstanding
+            .iter()
+            .find(|h| h.virtual_start == from)
+            .copied()
+            .filter(|h| until.is_none_or(|u| u == h.virtual_end));
+        let Some(h) = handed else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: no span handed out at {from} (until {until:?}) to read again",
+                    self.name
+                ),
+            ));
+        };
+        let len = out.len();
+        let tier = &mut self.tiers[h.tier];
+        match tier.read_range(h.real_start, h.real_end, out)? {
+            Some(span) if span.start == h.real_start && span.end == h.real_end => {
+                Ok(Some(uplink::ReadSpan {
+                    start: h.virtual_start,
+                    end: h.virtual_end,
+                    records: span.records,
+                    bytes: span.bytes,
+                }))
+            }
+            other => {
+                out.truncate(len);
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: {} range {}..{} read again as {other:?}",
+                        self.name,
+                        tier.label(),
+                        h.real_start,
+                        h.real_end
+                    ),
+                ))
+            }
+        }
+    }
+}
+
 impl BatchSource for IntakeQueue {
     fn name(&self) -> &str {
         &self.name
@@ -212,14 +307,13 @@ impl BatchSource for IntakeQueue {
     fn read(
         &mut self,
         from: u64,
-        _until: Option<u64>,
+        until: Option<u64>,
         max_bytes: usize,
         out: &mut Vec<u8>,
     ) -> io::Result<Option<uplink::ReadSpan>> {
-        debug_assert_eq!(
-            from, self.next_virtual,
-            "the uplink reads on from the last end"
-        );
+        if from != self.next_virtual {
+            return self.read_again(from, until, out);
+        }
         for (idx, tier) in self.tiers.iter_mut().enumerate() {
             let Some(span) = tier.read(max_bytes, out)? else {
                 continue;
@@ -234,8 +328,10 @@ impl BatchSource for IntakeQueue {
             // At least 1, so every span (even one of only skipped records) moves the position.
             self.next_virtual += (span.end - span.start).max(1);
             self.outstanding.push_back(Handed {
+                virtual_start: start,
                 virtual_end: self.next_virtual,
                 tier: idx,
+                real_start: span.start,
                 real_end: span.end,
             });
             return Ok(Some(uplink::ReadSpan {
@@ -303,6 +399,30 @@ mod tests {
             }))
         }
 
+        fn read_range(
+            &mut self,
+            from: u64,
+            until: u64,
+            out: &mut Vec<u8>,
+        ) -> io::Result<Option<ReadSpan>> {
+            let (first, last) = ((from / 8) as usize, (until / 8) as usize);
+            if first >= last || last > self.records.len() {
+                return Ok(None);
+            }
+            let mut bytes = 0;
+            for record in &self.records[first..last] {
+                out.extend_from_slice(record);
+                bytes += record.len();
+            }
+            Ok(Some(ReadSpan {
+                start: from,
+                end: until,
+                records: (last - first) as u32,
+                bytes: bytes as u64,
+                corrupt_skipped: 0,
+            }))
+        }
+
         fn commit(&mut self, pos: u64) {
             let before = self.committed.swap(pos, Ordering::SeqCst);
             assert!(pos >= before, "{} commits go forward", self.label);
@@ -346,6 +466,46 @@ mod tests {
             q.commit(end);
         }
         assert!(q.outstanding.is_empty());
+    }
+
+    #[test]
+    fn a_span_not_yet_committed_reads_again_exactly_from_its_tier() {
+        let (saved, _) = tier("saved", &["s1", "s2"], 0);
+        let (ring, ring_committed) = tier("ring", &["r1", "r2", "r3"], 0);
+        let mut q = IntakeQueue::new("t", vec![saved, ring]);
+        let mut out = Vec::new();
+        let a = q.read(0, None, 4, &mut out).unwrap().unwrap(); // s1 s2
+        let b = q.read(a.end, None, 2, &mut out).unwrap().unwrap(); // r1
+        let c = q.read(b.end, None, 100, &mut out).unwrap().unwrap(); // r2 r3
+        assert_eq!(out, b"s1s2r1r2r3");
+
+        // Out of order, as a failed connection's batches come back: each exactly as handed.
+        let mut again = Vec::new();
+        let c2 = q
+            .read(c.start, Some(c.end), usize::MAX, &mut again)
+            .unwrap();
+        assert_eq!((again.as_slice(), c2), (&b"r2r3"[..], Some(c)));
+        again.clear();
+        let a2 = q
+            .read(a.start, Some(a.end), usize::MAX, &mut again)
+            .unwrap();
+        assert_eq!((again.as_slice(), a2), (&b"s1s2"[..], Some(a)));
+
+        // Reading again moved no cursor: the next read goes on after `c`.
+        assert_eq!(q.read(c.end, None, 100, &mut again).unwrap(), None);
+
+        // Only whole spans handed out and not committed can be read again.
+        q.commit(b.end);
+        assert_eq!(ring_committed.load(Ordering::SeqCst), 8);
+        let gone = q.read(a.start, Some(a.end), usize::MAX, &mut again);
+        assert_eq!(gone.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        let partial = q.read(c.start, Some(c.end - 1), usize::MAX, &mut again);
+        assert_eq!(partial.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        again.clear();
+        let c3 = q
+            .read(c.start, Some(c.end), usize::MAX, &mut again)
+            .unwrap();
+        assert_eq!((again.as_slice(), c3), (&b"r2r3"[..], Some(c)));
     }
 
     #[test]

@@ -251,10 +251,15 @@ impl Connection {
                     stop_by = Some(Instant::now() + cfg.write_timeout);
                 }
                 next = self.work.recv(), if can_take => match next {
-                    Ok(batch) => {
+                    Ok(mut batch) => {
                         // A slot in the channel is free again.
                         self.wake.notify();
                         let result = self.write(&mut wr, &batch).await;
+                        if result.is_ok() {
+                            // Written: the bytes are still in the source until committed, and
+                            // a re-send reads them from there; the buffer goes back now.
+                            let _ = self.outcomes.send(Outcome::Spent(std::mem::take(&mut batch.data)));
+                        }
                         tracker.written(batch, written.load(Ordering::Acquire), Instant::now());
                         if let Err(error) = result {
                             break Some(error);

@@ -84,7 +84,7 @@ impl DeliveryTracker {
             // Nothing was waiting for the peer until now: the stall clock starts here.
             self.last_progress = now;
         }
-        self.payload_bytes += batch.data.len();
+        self.payload_bytes += batch.len;
         self.pending.push_back(InFlight {
             batch,
             end_offset,
@@ -111,7 +111,7 @@ impl DeliveryTracker {
                 _ => break,
             }
             if let Some(done) = self.pending.pop_front() {
-                self.payload_bytes -= done.batch.data.len();
+                self.payload_bytes -= done.batch.len;
                 confirmed.push(done.batch);
             }
         }
@@ -238,6 +238,7 @@ mod tests {
                 bytes: len as u64,
             },
             data: vec![b'x'; len],
+            len,
         }
     }
 

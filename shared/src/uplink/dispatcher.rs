@@ -35,8 +35,19 @@ pub(crate) struct Batch {
     /// Index of the source in the dispatcher's list.
     pub source: usize,
     pub span: ReadSpan,
-    /// Concatenated octet-counted lines, written as is.
+    /// Concatenated octet-counted lines, written as is. Emptied once written (the buffer goes
+    /// back to the dispatcher): the span is still in its source until committed, so a batch
+    /// that must be re-sent is read again from there.
     pub data: Vec<u8>,
+    /// Length of `data` when it was read.
+    pub len: usize,
+}
+
+impl Batch {
+    /// Its bytes were given back after the write; a re-send reads them again.
+    pub(crate) fn is_spent(&self) -> bool {
+        self.data.is_empty() && self.len > 0
+    }
 }
 
 /// What a connection reports back about batches it took.
@@ -45,6 +56,8 @@ pub(crate) enum Outcome {
     Confirmed(Batch),
     /// Unconfirmed when the connection failed, oldest first.
     Failed(Vec<Batch>),
+    /// A written batch's buffer, for reuse.
+    Spent(Vec<u8>),
 }
 
 /// How long a source whose read failed is left alone.
@@ -164,7 +177,7 @@ impl Dispatcher {
             match self.outcomes.recv_timeout(self.idle_wait) {
                 Ok(Outcome::Confirmed(batch)) => self.confirmed(batch),
                 // Left uncommitted: the next start sends them again.
-                Ok(Outcome::Failed(_)) => {}
+                Ok(Outcome::Failed(_)) | Ok(Outcome::Spent(_)) => {}
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -195,6 +208,7 @@ impl Dispatcher {
             match outcome {
                 Outcome::Confirmed(batch) => self.confirmed(batch),
                 Outcome::Failed(batches) => self.failed(batches),
+                Outcome::Spent(buffer) => self.recycle(buffer),
             }
         }
         any
@@ -206,11 +220,16 @@ impl Dispatcher {
             .fetch_add(u64::from(batch.span.records), Ordering::Relaxed);
         self.counters
             .bytes_sent
-            .fetch_add(batch.data.len() as u64, Ordering::Relaxed);
+            .fetch_add(batch.len as u64, Ordering::Relaxed);
         self.mark_confirmed(batch.source, batch.span.start);
-        if self.spare.len() < SPARE_BUFFERS {
-            batch.data.clear();
-            self.spare.push(std::mem::take(&mut batch.data));
+        self.recycle(std::mem::take(&mut batch.data));
+    }
+
+    /// Keeps a batch buffer for the next reads (a few; the rest is freed).
+    fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if buffer.capacity() > 0 && self.spare.len() < SPARE_BUFFERS {
+            buffer.clear();
+            self.spare.push(buffer);
         }
     }
 
@@ -249,7 +268,7 @@ impl Dispatcher {
         let mut progressed = false;
         self.starved = false;
         while !self.work.is_full() {
-            let batch = match self.resend.pop_front() {
+            let batch = match self.next_resend() {
                 Some(batch) => batch,
                 None => match self.next_batch() {
                     Some(batch) => batch,
@@ -270,6 +289,79 @@ impl Dispatcher {
             }
         }
         progressed
+    }
+
+    /// The oldest batch to re-send whose source is not paused, its bytes read again from the
+    /// source if they were given back after the write. A source that cannot give them back
+    /// is paused (its batches wait, in order) and reported.
+    fn next_resend(&mut self) -> Option<Batch> {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.resend.len() {
+            let source = self.resend[i].source;
+            let paused = self
+                .sources
+                .get(source)
+                .and_then(|s| s.paused_until)
+                .is_some_and(|until| now < until);
+            if paused {
+                i += 1;
+                continue;
+            }
+            let mut batch = self.resend.remove(i)?;
+            if !batch.is_spent() {
+                return Some(batch);
+            }
+            match self.read_again(&mut batch) {
+                Ok(()) => return Some(batch),
+                Err(e) => {
+                    let state = self.sources.get_mut(source)?;
+                    warn!(source = state.source.name(), position = batch.span.start, error = %e,
+                          "uplink cannot read a batch again to re-send it, pausing the source");
+                    self.counters.set_last_error(format_args!(
+                        "re-reading {} at {}: {e}",
+                        state.source.name(),
+                        batch.span.start
+                    ));
+                    state.paused_until = Some(now + SOURCE_ERROR_PAUSE);
+                    self.resend.insert(i, batch);
+                    i += 1;
+                }
+            }
+        }
+        None
+    }
+
+    /// Reads a spent batch's span again from its source, exactly.
+    fn read_again(&mut self, batch: &mut Batch) -> std::io::Result<()> {
+        let mut data = self.spare.pop().unwrap_or_default();
+        let Some(state) = self.sources.get_mut(batch.source) else {
+            return Err(std::io::Error::other("source is gone"));
+        };
+        let span = batch.span;
+        let read = state
+            .source
+            .read(span.start, Some(span.end), usize::MAX, &mut data);
+        match read {
+            Ok(Some(again)) if again.start == span.start && again.end == span.end => {
+                if data.len() != batch.len {
+                    return Err(std::io::Error::other(format!(
+                        "span {}..{} read again as {} bytes instead of {}",
+                        span.start,
+                        span.end,
+                        data.len(),
+                        batch.len
+                    )));
+                }
+                batch.data = data;
+                Ok(())
+            }
+            Ok(other) => Err(std::io::Error::other(format!(
+                "span {}..{} read again as {other:?}",
+                span.start, span.end
+            ))),
+            Err(e) => Err(e),
+        }
     }
 
     /// One round-robin turn: the next source with data gives at most one quantum.
@@ -316,6 +408,7 @@ impl Dispatcher {
                 Some(Batch {
                     source: index,
                     span,
+                    len: data.len(),
                     data,
                 })
             }

@@ -231,3 +231,57 @@ fn waiting_for_room_in_the_channel_does_not_linger() {
         "a connection took a batch: back to work at once, data is waiting: {slept:?}"
     );
 }
+
+/// What a connection does with a batch it wrote: gives the buffer back, keeps the span.
+fn spend(rig: &mut Rig, mut batch: Batch) -> (Batch, Vec<u8>) {
+    let bytes = batch.data.clone();
+    rig.report(Outcome::Spent(std::mem::take(&mut batch.data)));
+    assert!(batch.is_spent());
+    (batch, bytes)
+}
+
+#[test]
+fn a_failed_batch_whose_bytes_were_given_back_is_read_again_from_its_source() {
+    let source = MemSource::new("s", 4, 0);
+    let mut rig = rig(std::slice::from_ref(&source), 1, 2);
+    rig.dispatcher.fill();
+    let (b0, b1) = (rig.take(), rig.take());
+    let (b0, bytes0) = spend(&mut rig, b0);
+    let (b1, bytes1) = spend(&mut rig, b1);
+    assert_eq!(rig.dispatcher.spare.len(), 2, "written buffers are reused");
+    rig.report(Outcome::Failed(vec![b0, b1]));
+    rig.dispatcher.fill();
+    let (again0, again1) = (rig.take(), rig.take());
+    assert_eq!((again0.span.start, again1.span.start), (0, 1));
+    assert_eq!((again0.data, again1.data), (bytes0, bytes1));
+    assert_eq!(rig.counters.resent_events.load(Ordering::Relaxed), 2);
+    assert!(source.commits().is_empty(), "nothing confirmed yet");
+}
+
+#[test]
+fn a_batch_that_cannot_be_read_again_waits_in_order_and_is_reported() {
+    let source = MemSource::new("s", 3, 0);
+    let mut rig = rig(std::slice::from_ref(&source), 1, 1);
+    rig.dispatcher.fill();
+    let (b0, bytes0) = {
+        let b = rig.take();
+        spend(&mut rig, b)
+    };
+    source.set_fail_reads(true);
+    rig.report(Outcome::Failed(vec![b0]));
+    assert!(
+        !rig.dispatcher.fill(),
+        "its source is paused: nothing goes out"
+    );
+    let error = rig.counters.snapshot().last_error.unwrap();
+    assert!(error.contains("re-reading s at 0"), "{error}");
+    source.set_fail_reads(false);
+    std::thread::sleep(super::SOURCE_ERROR_PAUSE + Duration::from_millis(50));
+    rig.dispatcher.fill();
+    let again = rig.take();
+    assert_eq!(
+        (again.span.start, again.data),
+        (0, bytes0),
+        "kept, then sent first"
+    );
+}

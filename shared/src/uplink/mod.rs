@@ -54,7 +54,10 @@ pub trait BatchSource: Send + 'static {
     /// Position where reading starts after (re)attach: everything before it was delivered.
     fn committed(&self) -> u64;
     /// Append to `out` whole records from `from` (stopping before `until`, if given, and after
-    /// about `max_bytes`). `Ok(None)`: nothing there now.
+    /// about `max_bytes`). `Ok(None)`: nothing there now. `from` is the end of the previous
+    /// read, or the start of a span returned earlier and not committed, with `until` its end:
+    /// the same records must come back (the uplink re-sends a failed batch this way instead of
+    /// keeping its bytes while it waits for confirmation).
     fn read(
         &mut self,
         from: u64,

@@ -218,10 +218,22 @@ impl JournalReader {
         max_bytes: usize,
         out: &mut Vec<u8>,
     ) -> Result<Option<ReadSpan>, JournalError> {
+        self.read_until(from, None, max_bytes, out)
+    }
+
+    /// [`Self::read`], also stopping at `until` (a record boundary): how a span handed out
+    /// earlier and not committed is read again, exactly, when it must be re-sent.
+    pub fn read_until(
+        &mut self,
+        from: u64,
+        until: Option<u64>,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<ReadSpan>, JournalError> {
         if from >= self.end {
             self.refresh_end()?;
         }
-        let end = self.end;
+        let end = until.map_or(self.end, |u| u.min(self.end));
         if from < self.committed || from > end || !from.is_multiple_of(8) {
             return Err(JournalError::PositionOutOfRange {
                 pos: from,

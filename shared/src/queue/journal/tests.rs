@@ -161,6 +161,27 @@ fn read_returns_at_least_one_record_and_respects_max_bytes() {
 }
 
 #[test]
+fn a_span_read_earlier_reads_again_exactly_up_to_until() {
+    let f = fixture();
+    let mut w = f.writer();
+    append_all(&mut w, 0..10, |_| 100);
+    let mut r = f.reader();
+    let mut out = Vec::new();
+    let first = r.read(0, 250, &mut out).unwrap().unwrap();
+    let second = r.read(first.end, usize::MAX, &mut out).unwrap().unwrap();
+    assert_eq!(first.records + second.records, 10);
+    // Everything up to `second.end` is there now, yet a re-read stops at `until`.
+    let mut again = Vec::new();
+    let same = r.read_until(0, Some(first.end), usize::MAX, &mut again);
+    assert_eq!(same.unwrap(), Some(first));
+    assert_eq!(again, out[..first.bytes as usize]);
+    again.clear();
+    let same = r.read_until(first.end, Some(second.end), usize::MAX, &mut again);
+    assert_eq!(same.unwrap(), Some(second));
+    assert_eq!(again, out[first.bytes as usize..]);
+}
+
+#[test]
 fn reader_sees_only_flushed_and_published_records() {
     let f = fixture();
     let mut w = f.writer();

@@ -76,9 +76,10 @@ pub fn cpu_us(pids: &[i32]) -> u64 {
     ticks * 1_000_000 / clock_ticks()
 }
 
-/// A `kB` field of /proc/<pid>/status, in bytes.
-fn status_kb(pid: i32, field: &str) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+/// A `kB` field (`VmHWM:`, `Pss:`, ...) of a /proc file such as `/proc/<pid>/status`, in
+/// bytes.
+fn kb_field(path: &str, field: &str) -> Option<u64> {
+    let s = fs::read_to_string(path).ok()?;
     let line = s.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line[field.len()..]
         .trim()
@@ -91,25 +92,16 @@ fn status_kb(pid: i32, field: &str) -> Option<u64> {
 
 /// Sum of VmHWM (peak resident set) over `pids`, in bytes.
 pub fn peak_rss(pids: &[i32]) -> u64 {
-    pids.iter().filter_map(|&p| status_kb(p, "VmHWM:")).sum()
-}
-
-/// A `kB` field of /proc/<pid>/smaps_rollup, in bytes.
-fn rollup_kb(pid: i32, field: &str) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let line = s.lines().find(|l| l.starts_with(field))?;
-    let kb: u64 = line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
+    pids.iter()
+        .filter_map(|&p| kb_field(&format!("/proc/{p}/status"), "VmHWM:"))
+        .sum()
 }
 
 /// Sum of PSS (proportional set size) over `pids`, in bytes, now.
 pub fn pss(pids: &[i32]) -> u64 {
-    pids.iter().filter_map(|&p| rollup_kb(p, "Pss:")).sum()
+    pids.iter()
+        .filter_map(|&p| kb_field(&format!("/proc/{p}/smaps_rollup"), "Pss:"))
+        .sum()
 }
 
 /// Bytes allocated to the files under `dir` (blocks, not sizes), now.

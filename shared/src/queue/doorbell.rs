@@ -28,8 +28,6 @@
 //! With more than one concurrent waiter, a wake-up can also be late by up to the timeout.
 //! The futex is not `FUTEX_PRIVATE`: waiter and wakers are different processes.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
@@ -38,7 +36,7 @@ use std::time::Duration;
 
 use memmap2::{MmapMut, MmapOptions};
 
-use crate::queue::ring::CreationLock;
+use crate::queue::ring::open_for_creation;
 use crate::queue::sync::shm::{fence, AtomicU32};
 use crate::queue::RingError;
 
@@ -93,19 +91,8 @@ impl Drop for WaitTicket<'_> {
 impl Doorbell {
     /// Creates the doorbell file (or opens a valid existing one).
     pub fn create_or_open(path: &Path) -> Result<Self, RingError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| RingError::io("open doorbell file", path, e))?;
-        let _creating = CreationLock::take(&file, path)?;
-        let len = file
-            .metadata()
-            .map_err(|e| RingError::io("stat doorbell file", path, e))?
-            .len();
+        let (file, _creating, len) =
+            open_for_creation(path, "open doorbell file", "stat doorbell file")?;
         let fresh = len == 0;
         if fresh {
             file.set_len(FILE_LEN)

@@ -30,13 +30,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
 use memmap2::{MmapMut, MmapOptions};
 
-use super::locks::{lock_role, CreationLock, Role};
+use super::locks::{lock_role, open_for_creation, Role};
 use super::memory::{check_indices, RingMemory};
 use crate::queue::sync::{shm, Ordering};
 use crate::queue::RingError;
@@ -163,19 +162,7 @@ impl MappedRing {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| RingError::io("create directory", dir, e))?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| RingError::io("open ring file", path, e))?;
-        let _creating = CreationLock::take(&file, path)?;
-        let len = file
-            .metadata()
-            .map_err(|e| RingError::io("stat ring file", path, e))?
-            .len();
+        let (file, _creating, len) = open_for_creation(path, "open ring file", "stat ring file")?;
         if len >= HEADER_LEN {
             let (map, base, file) = Self::map(file, len, path)?;
             let ring = Self::from_parts(map, base, file, path)?;

@@ -55,6 +55,31 @@ impl Drop for CreationLock {
     }
 }
 
+/// Opens a shared file for creation or reuse: created if missing (owner-only, never
+/// truncated), then its creation lock taken, then its current length read (0: fresh). The
+/// ring and the doorbell files start this way; `open_op` and `stat_op` name the steps in errors.
+pub(crate) fn open_for_creation(
+    path: &Path,
+    open_op: &'static str,
+    stat_op: &'static str,
+) -> Result<(File, CreationLock, u64), RingError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| RingError::io(open_op, path, e))?;
+    let lock = CreationLock::take(&file, path)?;
+    let len = file
+        .metadata()
+        .map_err(|e| RingError::io(stat_op, path, e))?
+        .len();
+    Ok((file, lock, len))
+}
+
 /// Takes the OFD write lock on the role's byte, refusing a second attacher of that role.
 pub(crate) fn lock_role(file: &File, path: &Path, role: Role) -> Result<(), RingError> {
     // SAFETY: an all-zero `flock` is a valid value of this plain C struct.

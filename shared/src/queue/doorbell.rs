@@ -29,14 +29,11 @@
 //! The futex is not `FUTEX_PRIVATE`: waiter and wakers are different processes.
 
 use std::path::Path;
-use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use memmap2::{MmapMut, MmapOptions};
-
-use crate::queue::ring::open_for_creation;
+use crate::queue::shared_file::{open_for_creation, SharedPage};
 use crate::queue::sync::shm::{fence, AtomicU32};
 use crate::queue::RingError;
 
@@ -47,31 +44,11 @@ const OFF_VERSION: usize = 8;
 const OFF_WORD: usize = 64;
 const OFF_SLEEPING: usize = 128;
 
-struct BellMap {
-    base: NonNull<u8>,
-    _map: MmapMut,
-}
-
-// SAFETY: `base` points into `_map`, owned by this struct and mapped until drop; through it
-// we only touch the three 4-aligned u32 words as atomics, which any thread may do.
-unsafe impl Send for BellMap {}
-// SAFETY: as above: shared access is atomic-only.
-unsafe impl Sync for BellMap {}
-
-impl BellMap {
-    fn word_at(&self, off: usize) -> &AtomicU32 {
-        debug_assert!(off.is_multiple_of(4) && (off as u64) < FILE_LEN);
-        // SAFETY: a 4-aligned offset inside a page-aligned 4096-byte mapping living as long as
-        // `self`; AtomicU32 has the layout of u32; all processes access it atomically only.
-        unsafe { &*(self.base.as_ptr().add(off) as *const AtomicU32) }
-    }
-}
-
 /// A doorbell shared between the producers of one uplink's rings and that uplink.
 /// Cloning is cheap (the mapping is shared).
 #[derive(Clone)]
 pub struct Doorbell {
-    map: Arc<BellMap>,
+    map: Arc<SharedPage>,
 }
 
 /// A prepared wait (see [`Doorbell::prepare_wait`]). Dropping it without waiting withdraws
@@ -91,8 +68,7 @@ impl Drop for WaitTicket<'_> {
 impl Doorbell {
     /// Creates the doorbell file (or opens a valid existing one).
     pub fn create_or_open(path: &Path) -> Result<Self, RingError> {
-        let (file, _creating, len) =
-            open_for_creation(path, "open doorbell file", "stat doorbell file")?;
+        let (file, _creating, len) = open_for_creation(path)?;
         let fresh = len == 0;
         if fresh {
             file.set_len(FILE_LEN)
@@ -104,28 +80,17 @@ impl Doorbell {
                 expected: FILE_LEN,
             });
         }
-        // SAFETY: MAP_SHARED of the doorbell file; other processes change its words
-        // concurrently, which is why we only access them as atomics. Never truncated.
-        let mut map = unsafe { MmapOptions::new().len(FILE_LEN as usize).map_mut(&file) }
-            .map_err(|e| RingError::io("map doorbell file", path, e))?;
-        let base = NonNull::new(map.as_mut_ptr()).ok_or_else(|| RingError::BadHeader {
-            path: path.to_path_buf(),
-            reason: "mapping returned a null address".into(),
-        })?;
         let bell = Doorbell {
-            map: Arc::new(BellMap { base, _map: map }),
+            map: Arc::new(SharedPage::map(&file, FILE_LEN, path)?),
         };
-        let mut magic = [0u8; 8];
-        // SAFETY: the first 8 bytes of the mapping; written only at creation, under flock.
-        unsafe { std::ptr::copy_nonoverlapping(base.as_ptr(), magic.as_mut_ptr(), 8) };
+        let magic = bell.map.magic();
         // Pairs with the Release store below (in whichever process created the file).
-        let version = bell.map.word_at(OFF_VERSION).load(Ordering::Acquire);
+        let version = bell.map.u32_at(OFF_VERSION).load(Ordering::Acquire);
         if version == 0 && magic == [0; 8] {
-            // SAFETY: as above; nobody reads the magic before the version is published.
-            unsafe { std::ptr::copy_nonoverlapping(MAGIC.as_ptr(), base.as_ptr(), 8) };
+            bell.map.write_magic(MAGIC);
             // Pairs with the Acquire load above, in later openers.
             bell.map
-                .word_at(OFF_VERSION)
+                .u32_at(OFF_VERSION)
                 .store(VERSION, Ordering::Release);
         } else if magic != MAGIC {
             return Err(RingError::BadMagic {
@@ -145,11 +110,11 @@ impl Doorbell {
     }
 
     fn word(&self) -> &AtomicU32 {
-        self.map.word_at(OFF_WORD)
+        self.map.u32_at(OFF_WORD)
     }
 
     fn sleeping(&self) -> &AtomicU32 {
-        self.map.word_at(OFF_SLEEPING)
+        self.map.u32_at(OFF_SLEEPING)
     }
 
     /// Wakes the waiter if it sleeps (call after publishing). Cheap when it does not.

@@ -23,6 +23,7 @@ pub mod intake_queue;
 pub mod journal;
 pub mod record;
 mod ring;
+pub mod shared_file;
 mod sync;
 
 #[cfg(all(test, loom))]
@@ -100,6 +101,8 @@ pub enum RingError {
     AlreadyAttached { path: PathBuf, role: &'static str },
     #[error("read position {pos} is outside the readable range {committed}..={head}")]
     PositionOutOfRange { pos: u64, committed: u64, head: u64 },
+    #[error(transparent)]
+    SharedFile(#[from] shared_file::SharedFileError),
 }
 
 impl RingError {

@@ -17,10 +17,11 @@
 //! checkpoint, never a mix; the CRC catches anything else (a damaged checkpoint is treated as
 //! missing: reading restarts at the oldest segment, which means duplicates, never loss).
 
-use std::io::Write;
+use std::io::Read;
 use std::path::Path;
 
-use super::{sync_dir, unix_micros, JournalError, CHECKPOINT_FILE, CHECKPOINT_TMP_FILE};
+use super::{unix_micros, JournalError, CHECKPOINT_FILE};
+use crate::queue::shared_file::{open_private_file, Create, PrivateDir};
 
 const MAGIC: [u8; 8] = *b"SKFJCKPT";
 const CHECKPOINT_VERSION: u32 = 1;
@@ -90,11 +91,17 @@ impl Checkpoint {
     /// naming the file); an I/O error other than "not found" is an error.
     pub(crate) fn load(dir: &Path) -> Result<Option<Checkpoint>, JournalError> {
         let path = dir.join(CHECKPOINT_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(JournalError::Checkpoint { path, source }),
+        let mut file = match open_private_file(&path, Create::No) {
+            Ok(f) => f,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
+        let mut bytes = Vec::with_capacity(CHECKPOINT_LEN);
+        file.read_to_end(&mut bytes)
+            .map_err(|source| JournalError::Checkpoint {
+                path: path.clone(),
+                source,
+            })?;
         match Checkpoint::decode(&bytes) {
             Ok(c) => Ok(Some(c)),
             Err(reason) => {
@@ -106,19 +113,9 @@ impl Checkpoint {
 
     /// Writes `dir/checkpoint` atomically and durably (temp file, fdatasync, rename, fsync dir).
     pub(crate) fn store(&self, dir: &Path) -> Result<(), JournalError> {
-        let tmp = dir.join(CHECKPOINT_TMP_FILE);
-        let path = dir.join(CHECKPOINT_FILE);
-        let err = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| JournalError::Checkpoint { path: p, source }
-        };
         let mut c = *self;
         c.written_us = unix_micros();
-        let mut f = std::fs::File::create(&tmp).map_err(err(&tmp))?;
-        f.write_all(&c.encode()).map_err(err(&tmp))?;
-        f.sync_data().map_err(err(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(err(&path))?;
-        sync_dir(dir).map_err(err(dir))
+        PrivateDir::open(dir)?.write_atomically(CHECKPOINT_FILE, &c.encode())?;
+        Ok(())
     }
 }

@@ -193,6 +193,8 @@ pub enum JournalError {
     PositionOutOfRange { pos: u64, committed: u64, end: u64 },
     #[error("invalid journal options: {reason}")]
     BadOptions { reason: String },
+    #[error(transparent)]
+    SharedFile(#[from] crate::queue::shared_file::SharedFileError),
 }
 
 impl JournalError {
@@ -209,6 +211,7 @@ impl JournalError {
             | Checkpoint { source, .. }
             | State { source, .. }
             | Budget { source, .. } => Some(source),
+            SharedFile(e) => e.io_error(),
             _ => None,
         }
     }

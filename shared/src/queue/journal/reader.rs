@@ -25,8 +25,8 @@
 //! the oldest segment is fully passed; segments are deleted only after the checkpoint that
 //! passes them is durable, and their bytes go back to the [`DiskBudget`].
 
+use crate::queue::shared_file::{open_private_file, Create};
 use std::collections::VecDeque;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -196,10 +196,10 @@ impl JournalReader {
         if self.cursor.as_ref().is_none_or(|c| c.start != start) {
             self.cursor = None;
             let path = self.dir.join(segment_file_name(start));
-            let file = match File::open(&path) {
+            let file = match open_private_file(&path, Create::No) {
                 Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(source) => return Err(JournalError::OpenSegment { path, source }),
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e.into()),
             };
             let (cursor, _header) = open_segment(start, &path, file, self.opts.read_window)?;
             self.cursor = Some(cursor);

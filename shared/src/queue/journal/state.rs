@@ -25,15 +25,13 @@
 //! byte 0 = the writer, byte 1 = the reader, byte 2 = "a live writer has published `end`".
 //! `flock` is held while the file is created or checked (OFD and flock locks are independent).
 
-use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
 
-use memmap2::{MmapMut, MmapOptions};
-
-use super::{dir_error, JournalError, STATE_FILE};
+use super::{JournalError, STATE_FILE};
+use crate::queue::shared_file::{
+    byte_locked_by_other, open_for_creation, try_lock_byte, PrivateDir, SharedPage,
+};
 use crate::queue::sync::{shm, Ordering};
 
 const MAGIC: [u8; 8] = *b"SKFJSTAT";
@@ -55,37 +53,9 @@ pub(crate) enum LockByte {
 
 /// The mapped state file of one journal.
 pub(crate) struct SharedState {
-    base: NonNull<u8>,
+    page: SharedPage,
     path: PathBuf,
-    _map: MmapMut,
     file: File,
-}
-
-// SAFETY: `base` points into `_map`, owned by this struct and mapped at the same address until
-// drop; every access through it is an atomic (see `u64_at`), so moving the struct to another
-// thread changes nothing about the memory.
-unsafe impl Send for SharedState {}
-
-/// `flock(LOCK_EX)` held while the state file is created or checked, through a duplicate
-/// descriptor (the mapping keeps the open file description alive after the `File` closes).
-struct CreationLock(std::os::fd::OwnedFd);
-
-impl CreationLock {
-    fn take(file: &File, path: &Path) -> Result<Self, JournalError> {
-        let fd = file.try_clone().map_err(|e| state_err(path, e))?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(state_err(path, std::io::Error::last_os_error()));
-        }
-        Ok(CreationLock(fd.into()))
-    }
-}
-
-impl Drop for CreationLock {
-    fn drop(&mut self) {
-        // SAFETY: flock on the descriptor this guard owns.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
-    }
 }
 
 fn state_err(path: &Path, source: std::io::Error) -> JournalError {
@@ -95,38 +65,12 @@ fn state_err(path: &Path, source: std::io::Error) -> JournalError {
     }
 }
 
-fn ofd_lock(file: &File, byte: LockByte, cmd: libc::c_int) -> std::io::Result<libc::flock> {
-    // SAFETY: an all-zero `flock` is a valid value of this plain C struct.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = byte as libc::off_t;
-    fl.l_len = 1;
-    // SAFETY: F_OFD_SETLK / F_OFD_GETLK read (and GETLK writes) the `flock` we pass by
-    // pointer, valid and exclusively borrowed for the call.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
-    if rc == 0 {
-        Ok(fl)
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 impl SharedState {
     /// Opens (creating or re-initialising if needed) `dir/state` and maps it. Creates `dir`.
     pub(crate) fn open(dir: &Path) -> Result<Self, JournalError> {
-        std::fs::create_dir_all(dir).map_err(|e| dir_error(dir, e))?;
+        PrivateDir::create(dir)?;
         let path = dir.join(STATE_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| dir_error(dir, e))?;
-        let _creating = CreationLock::take(&file, &path)?;
-        let len = file.metadata().map_err(|e| state_err(&path, e))?.len();
+        let (file, _creating, len) = open_for_creation(&path)?;
         if len != STATE_LEN {
             if len != 0 {
                 tracing::warn!(path = %path.display(), len, "journal state file has the wrong size, re-initialising it (derived data)");
@@ -134,26 +78,11 @@ impl SharedState {
             file.set_len(0).map_err(|e| state_err(&path, e))?;
             file.set_len(STATE_LEN).map_err(|e| state_err(&path, e))?;
         }
-        // SAFETY: MAP_SHARED of the state file is the point: the other role's process stores
-        // into it while we have it mapped. We never create references to its bytes other than
-        // the atomics of `u64_at`/`u32_at` and the raw copies in `initialise` (done under the
-        // creation flock before the version word is published). The file is never truncated
-        // while mapped: only here, under flock, before mapping, when its size is wrong.
-        let mut map = unsafe { MmapOptions::new().len(STATE_LEN as usize).map_mut(&file) }
-            .map_err(|e| state_err(&path, e))?;
-        let base = NonNull::new(map.as_mut_ptr()).ok_or_else(|| JournalError::BadState {
-            path: path.clone(),
-            reason: "mapping returned a null address".into(),
-        })?;
-        let state = SharedState {
-            base,
-            path,
-            _map: map,
-            file,
-        };
+        let page = SharedPage::map(&file, STATE_LEN, &path)?;
+        let state = SharedState { page, path, file };
         // Pairs with the Release store of the version in `initialise` (any earlier opener).
         let version = state.u32_at(OFF_VERSION).load(Ordering::Acquire);
-        let magic = state.magic();
+        let magic = state.page.magic();
         if magic != MAGIC || version != STATE_VERSION {
             if magic != [0; 8] {
                 tracing::warn!(path = %state.path.display(), ?magic, version, "journal state file not recognised, re-initialising it (derived data)");
@@ -163,59 +92,40 @@ impl SharedState {
         Ok(state)
     }
 
-    fn magic(&self) -> [u8; 8] {
-        let mut m = [0u8; 8];
-        // SAFETY: the first 8 bytes of a 4096-byte mapping owned by `self`; written only
-        // under the creation flock, which every opener holds while calling this.
-        unsafe { std::ptr::copy_nonoverlapping(self.base.as_ptr(), m.as_mut_ptr(), 8) };
-        m
-    }
-
     fn initialise(&self) {
+        self.u32_at(OFF_VERSION).store(0, Ordering::Relaxed);
         for off in (0..STATE_LEN as usize).step_by(8) {
             self.u64_at(off).store(0, Ordering::Relaxed);
         }
-        // SAFETY: 8 bytes at offset 0 of our 4096-byte mapping; under the creation flock, with
-        // the version word 0, so no other process uses the header.
-        unsafe { std::ptr::copy_nonoverlapping(MAGIC.as_ptr(), self.base.as_ptr(), 8) };
+        self.page.write_magic(MAGIC);
         // Pairs with the Acquire load in `open`: the zeroed words and magic are visible first.
         self.u32_at(OFF_VERSION)
             .store(STATE_VERSION, Ordering::Release);
     }
 
     fn u64_at(&self, off: usize) -> &shm::AtomicU64 {
-        debug_assert!(off.is_multiple_of(8) && (off as u64) < STATE_LEN);
-        // SAFETY: `off` is 8-aligned and inside the page-aligned 4096-byte mapping that lives
-        // as long as `self`; AtomicU64 has u64's size and alignment; every process touches
-        // these words only atomically.
-        unsafe { &*(self.base.as_ptr().add(off) as *const shm::AtomicU64) }
+        self.page.u64_at(off)
     }
 
     fn u32_at(&self, off: usize) -> &shm::AtomicU32 {
-        debug_assert!(off.is_multiple_of(4) && (off as u64) < STATE_LEN);
-        // SAFETY: as in `u64_at`, for a 4-aligned u32 word.
-        unsafe { &*(self.base.as_ptr().add(off) as *const shm::AtomicU32) }
+        self.page.u32_at(off)
     }
 
     /// Takes the role's lock byte; `Locked` if another handle (any process) holds it.
     pub(crate) fn lock(&self, byte: LockByte, role: &'static str) -> Result<(), JournalError> {
-        match ofd_lock(&self.file, byte, libc::F_OFD_SETLK) {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => {
-                Err(JournalError::Locked {
-                    path: self.path.parent().unwrap_or(&self.path).to_path_buf(),
-                    role,
-                })
-            }
+        match try_lock_byte(&self.file, byte as u8) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(JournalError::Locked {
+                path: self.path.parent().unwrap_or(&self.path).to_path_buf(),
+                role,
+            }),
             Err(e) => Err(state_err(&self.path, e)),
         }
     }
 
     /// True when another handle holds `byte` (one `fcntl(F_OFD_GETLK)`).
     pub(crate) fn is_locked_by_other(&self, byte: LockByte) -> Result<bool, JournalError> {
-        let fl =
-            ofd_lock(&self.file, byte, libc::F_OFD_GETLK).map_err(|e| state_err(&self.path, e))?;
-        Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+        byte_locked_by_other(&self.file, byte as u8).map_err(|e| state_err(&self.path, e))
     }
 
     /// Writer: makes `end` (and `next_seq`) visible to the reader.

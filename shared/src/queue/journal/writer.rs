@@ -20,8 +20,8 @@
 //! stay buffered. An `Err` from `flush` keeps every unwritten byte buffered (a partial write is
 //! remembered, not repeated); `is_disk_full()` says when to treat the journal as full.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -32,6 +32,7 @@ use super::segment::{
     SEGMENT_HEADER_LEN,
 };
 use super::state::{LockByte, SharedState};
+use crate::queue::shared_file::{open_private_file, Create, SharedFileError};
 use super::{sync_dir, unix_micros, JournalError, JournalOptions, SyncPolicy};
 use crate::queue::record::{encode_record, record_len};
 use crate::queue::RecordMeta;
@@ -80,12 +81,10 @@ fn open_err(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
 
 /// Creates a segment file (never over an existing one) with its header written.
 fn create_segment(path: &Path, header: &SegmentHeader) -> std::io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let file = open_private_file(path, Create::New).map_err(|e| match e {
+        SharedFileError::Io { source, .. } => source,
+        other => std::io::Error::other(other),
+    })?;
     if let Err(e) = file.write_all_at(&header.encode(), 0) {
         let _ = std::fs::remove_file(path);
         return Err(e);
@@ -157,11 +156,7 @@ impl JournalWriter {
     /// the active segment and the seq its next record gets.
     fn recover(&mut self, start: u64) -> Result<(Active, u64), JournalError> {
         let path = self.dir.join(segment_file_name(start));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(open_err(&path))?;
+        let file = open_private_file(&path, Create::No)?;
         let len = file.metadata().map_err(open_err(&path))?.len();
         let mut raw = [0u8; SEGMENT_HEADER_LEN];
         let got = if len >= HDR {

@@ -28,14 +28,15 @@
 //! producer or consumer on the same ring is refused; the kernel drops the lock when the
 //! holder dies, however it dies. Nobody may truncate a mapped ring file (SIGBUS).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
 use memmap2::{MmapMut, MmapOptions};
 
-use super::locks::{lock_role, open_for_creation, Role};
+use super::locks::{lock_role, Role};
+use crate::queue::shared_file::{open_for_creation, open_private_file, Create, PrivateDir};
 use super::memory::{check_indices, RingMemory};
 use crate::queue::sync::{shm, Ordering};
 use crate::queue::RingError;
@@ -160,9 +161,9 @@ impl MappedRing {
     ) -> Result<(Self, bool), RingError> {
         let capacity = normalise_capacity(capacity)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| RingError::io("create directory", dir, e))?;
+            PrivateDir::create(dir)?;
         }
-        let (file, _creating, len) = open_for_creation(path, "open ring file", "stat ring file")?;
+        let (file, _creating, len) = open_for_creation(path)?;
         if len >= HEADER_LEN {
             let (map, base, file) = Self::map(file, len, path)?;
             let ring = Self::from_parts(map, base, file, path)?;
@@ -225,11 +226,7 @@ impl MappedRing {
 
     /// Opens an existing ring for one role, validating the header and taking the role lock.
     pub(crate) fn attach(path: &Path, role: Role) -> Result<Self, RingError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| RingError::io("open ring file", path, e))?;
+        let file = open_private_file(path, Create::No)?;
         lock_role(&file, path, role)?;
         let len = file
             .metadata()

@@ -27,7 +27,6 @@ use std::path::Path;
 use crate::queue::sync::Ordering;
 use crate::queue::RingError;
 use layout::MappedRing;
-pub(crate) use locks::open_for_creation;
 use memory::RingMemory;
 
 /// Creation and inspection of ring files (used by the supervisor).

@@ -62,7 +62,7 @@ pub struct Settings {
 }
 
 /// Transport of a port intake. `tcp` and `tls` share the TCP port space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Protocol {
     Tcp,
     Udp,

@@ -1,4 +1,5 @@
-//! Queueing between the ingest workers and the uplink: one shared-memory ring per intake.
+//! Queueing between the ingest workers and the uplink: per intake, a shared-memory ring
+//! (the memory tier), its on-disk overflow (the journal) and what an orderly stop saved.
 //!
 //! An ingest worker (the single producer of its intake's ring) appends rendered events with
 //! [`RingProducer::try_push`] and makes them visible with [`RingProducer::publish`]; the uplink
@@ -8,9 +9,13 @@
 //! outlives either of them and the supervisor: a restarted supervisor reopens it with
 //! [`Ring::create_or_open`] and drains it. [`Doorbell`] wakes the sleeping uplink.
 //!
-//! Files: `record.rs` (the record format, shared with the future on-disk journal), `ring/`
-//! (file layout, producer, consumer), `doorbell.rs` (futex word), `sync.rs` (atomics, loom
-//! seam). `docs/ring.md` draws the layout and argues the memory ordering and crash cases.
+//! Files: `intake/` (an intake's queue whole: the spill rule, the tiers' read order, the
+//! stop-time save; its doc states the ordering invariant), `layout.rs` (the typed names of
+//! every file and folder), `shared_file.rs` (how every one of them is created, checked,
+//! locked and mapped), `record.rs` (the record format of the ring and the journal), `ring/`
+//! (file layout, producer, consumer), `journal/` (segments, reader, writer, checkpoint, disk
+//! budget), `doorbell.rs` (futex word), `sync.rs` (atomics, loom seam). `docs/ring.md` and
+//! `docs/journal.md` draw the formats and argue the memory ordering and crash cases.
 //!
 //! Invariants every user can rely on: positions are monotonic u64 byte offsets of an
 //! infinite stream; `committed <= head`; a record is either entirely visible (CRC-checked) or
@@ -19,8 +24,10 @@
 
 mod doorbell;
 #[cfg(not(loom))]
-pub mod intake_queue;
+pub mod intake;
 pub mod journal;
+#[cfg(not(loom))]
+pub mod layout;
 pub mod record;
 mod ring;
 pub mod shared_file;

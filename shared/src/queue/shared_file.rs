@@ -51,7 +51,11 @@ pub enum SharedFileError {
     #[error("{path} is a symbolic link; it is not followed (remove it: the forwarder creates its own files)")]
     Symlink { path: PathBuf },
     #[error("{path} is owned by uid {owner}, not by this process's uid {ours}; fix: `chown {ours} {path}` if it is really ours, or remove it, or choose another folder")]
-    ForeignOwner { path: PathBuf, owner: u32, ours: u32 },
+    ForeignOwner {
+        path: PathBuf,
+        owner: u32,
+        ours: u32,
+    },
     #[error("{path} is writable by group or others (mode {mode:04o}), so anyone could plant files in it; fix: `chmod go-w {path}`, or choose another folder")]
     WritableByOthers { path: PathBuf, mode: u32 },
     #[error("{path} is not a {expected}; remove it (the forwarder creates its own)")]
@@ -240,12 +244,12 @@ pub fn open_private_file(path: &Path, create: Create) -> Result<File, SharedFile
 
 /// The checked folder of `path` and the file name in it.
 pub fn split(path: &Path) -> Result<(PrivateDir, &str), SharedFileError> {
-    let name = path
-        .file_name()
-        .and_then(OsStr::to_str)
-        .ok_or_else(|| SharedFileError::BadName {
-            name: path.display().to_string(),
-        })?;
+    let name =
+        path.file_name()
+            .and_then(OsStr::to_str)
+            .ok_or_else(|| SharedFileError::BadName {
+                name: path.display().to_string(),
+            })?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -254,8 +258,7 @@ pub fn split(path: &Path) -> Result<(PrivateDir, &str), SharedFileError> {
 }
 
 fn check_name(name: &str) -> Result<(), SharedFileError> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0')
-    {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(SharedFileError::BadName {
             name: name.to_string(),
         });

@@ -45,7 +45,7 @@ use tracing::{info, warn};
 
 pub use tls::client_config;
 
-/// One queue the uplink drains (an intake's ring today; ring + journal later).
+/// One queue the uplink drains (an intake's queue: `queue::intake::IntakeQueue`).
 /// Positions are opaque u64 values that only grow; `read` and `commit` take positions that a
 /// previous `read` returned as `start`/`end`.
 pub trait BatchSource: Send + 'static {
@@ -404,5 +404,36 @@ impl Uplink {
         }
         info!(host = %cfg.host, "uplink stopped");
         result
+    }
+}
+
+/// An intake's queue (saved, ring, journal: `queue::intake`) is what the uplink drains.
+impl BatchSource for crate::queue::intake::IntakeQueue {
+    fn name(&self) -> &str {
+        crate::queue::intake::IntakeQueue::name(self)
+    }
+
+    fn committed(&self) -> u64 {
+        crate::queue::intake::IntakeQueue::committed(self)
+    }
+
+    fn read(
+        &mut self,
+        from: u64,
+        until: Option<u64>,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<Option<ReadSpan>> {
+        let span = crate::queue::intake::IntakeQueue::read(self, from, until, max_bytes, out)?;
+        Ok(span.map(|s| ReadSpan {
+            start: s.start,
+            end: s.end,
+            records: s.records,
+            bytes: s.bytes,
+        }))
+    }
+
+    fn commit(&mut self, pos: u64) {
+        crate::queue::intake::IntakeQueue::commit(self, pos)
     }
 }

@@ -28,7 +28,9 @@ use std::sync::Arc;
 
 use super::segment::{list_dir, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::JournalError;
-use crate::queue::shared_file::{open_for_creation, open_private_file, Create, PrivateDir, SharedPage};
+use crate::queue::shared_file::{
+    open_for_creation, open_private_file, Create, PrivateDir, SharedPage,
+};
 use crate::queue::sync::Ordering;
 
 const MAGIC: [u8; 8] = *b"SKFBUDGT";

@@ -250,7 +250,7 @@ pub(crate) fn dir_error(dir: &Path, source: std::io::Error) -> JournalError {
 }
 
 /// Microseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_micros() -> i64 {
+pub fn unix_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)

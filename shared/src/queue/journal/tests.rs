@@ -626,7 +626,10 @@ fn unusable_spool_dir_is_an_error_naming_it() {
         .err()
         .unwrap();
     assert!(
-        matches!(e, JournalError::Directory { .. } | JournalError::SharedFile(_)),
+        matches!(
+            e,
+            JournalError::Directory { .. } | JournalError::SharedFile(_)
+        ),
         "{e}"
     );
     assert!(e.to_string().contains("journal-udp-1"), "{e}");

@@ -32,9 +32,9 @@ use super::segment::{
     SEGMENT_HEADER_LEN,
 };
 use super::state::{LockByte, SharedState};
-use crate::queue::shared_file::{open_private_file, Create, SharedFileError};
 use super::{sync_dir, unix_micros, JournalError, JournalOptions, SyncPolicy};
 use crate::queue::record::{encode_record, record_len};
+use crate::queue::shared_file::{open_private_file, Create, SharedFileError};
 use crate::queue::RecordMeta;
 
 /// The segment records are appended to.

@@ -36,8 +36,8 @@ use std::ptr::NonNull;
 use memmap2::{MmapMut, MmapOptions};
 
 use super::locks::{lock_role, Role};
-use crate::queue::shared_file::{open_for_creation, open_private_file, Create, PrivateDir};
 use super::memory::{check_indices, RingMemory};
+use crate::queue::shared_file::{open_for_creation, open_private_file, Create, PrivateDir};
 use crate::queue::sync::{shm, Ordering};
 use crate::queue::RingError;
 

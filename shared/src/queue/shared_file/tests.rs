@@ -46,7 +46,9 @@ fn a_planted_symlink_is_refused_and_its_target_untouched() {
     let victim = tmp.path().join("victim");
     std::fs::write(&victim, b"precious").unwrap();
     std::os::unix::fs::symlink(&victim, root.join("intake-tcp-1.ring")).unwrap();
-    let err = root.file("intake-tcp-1.ring", Create::IfMissing).unwrap_err();
+    let err = root
+        .file("intake-tcp-1.ring", Create::IfMissing)
+        .unwrap_err();
     assert!(matches!(err, SharedFileError::Symlink { .. }), "{err}");
     let err = open_for_creation(&root.join("intake-tcp-1.ring")).unwrap_err();
     assert!(matches!(err, SharedFileError::Symlink { .. }), "{err}");
@@ -67,10 +69,16 @@ fn a_world_writable_folder_is_refused_with_the_fix() {
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let err = PrivateDir::create(&open).unwrap_err();
-    assert!(matches!(err, SharedFileError::WritableByOthers { .. }), "{err}");
+    assert!(
+        matches!(err, SharedFileError::WritableByOthers { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("chmod go-w"), "{err}");
     let err = open_private_file(&open.join("config.json"), Create::IfMissing).unwrap_err();
-    assert!(matches!(err, SharedFileError::WritableByOthers { .. }), "{err}");
+    assert!(
+        matches!(err, SharedFileError::WritableByOthers { .. }),
+        "{err}"
+    );
     assert!(!open.join("config.json").exists());
 }
 
@@ -110,7 +118,10 @@ fn names_that_leave_the_folder_are_refused() {
     let (_tmp, root) = private_root();
     for name in ["", ".", "..", "../x", "a/b"] {
         let err = root.file(name, Create::IfMissing).unwrap_err();
-        assert!(matches!(err, SharedFileError::BadName { .. }), "{name}: {err}");
+        assert!(
+            matches!(err, SharedFileError::BadName { .. }),
+            "{name}: {err}"
+        );
     }
 }
 

@@ -1,13 +1,5 @@
-//! An intake's queue as the uplink sees it: its tiers, drained oldest first, behind one
-//! monotonic position space.
-//!
-//! Tiers, in the order they are drained: events saved to disk at the last orderly stop (the
-//! memory tier written out), the shared-memory ring, then the ring's on-disk overflow (the
-//! journal). The order is right because of the producer's rule: once the ring is full, new
-//! events go to the journal until the journal is fully delivered; so everything in the ring
-//! is older than everything in the journal, and the ring only gets new events again once the
-//! journal is empty. Reading "the first tier that has something" therefore keeps the
-//! intake's order.
+//! The uplink's side of an intake's queue: its tiers, drained oldest first, behind one
+//! monotonic position space (why that order is the intake's: see the parent module).
 //!
 //! Each tier has its own positions and read cursor; the uplink gets *virtual* positions (a
 //! running byte count) and commits them in order. `outstanding` maps each virtual end back
@@ -23,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::queue::{DiskBudget, JournalOptions, JournalReader, ReadSpan, RingConsumer};
-use crate::uplink::{self, BatchSource};
 
 /// How often a journal that cannot be opened is tried again.
 const JOURNAL_RETRY_EVERY: Duration = Duration::from_secs(10);
@@ -214,7 +205,7 @@ struct Handed {
     real_end: u64,
 }
 
-/// An intake's tiers behind one [`BatchSource`].
+/// An intake's queue as the uplink reads it: its tiers in drain order, one position space.
 pub struct IntakeQueue {
     name: String,
     tiers: Vec<Box<dyn Tier>>,
@@ -251,7 +242,7 @@ impl IntakeQueue {
         from: u64,
         until: Option<u64>,
         out: &mut Vec<u8>,
-    ) -> io::Result<Option<uplink::ReadSpan>> {
+    ) -> io::Result<Option<ReadSpan>> {
         let handed = self
             .outstanding
             .iter()
@@ -271,11 +262,12 @@ impl IntakeQueue {
         let tier = &mut self.tiers[h.tier];
         match tier.read_range(h.real_start, h.real_end, out)? {
             Some(span) if span.start == h.real_start && span.end == h.real_end => {
-                Ok(Some(uplink::ReadSpan {
+                Ok(Some(ReadSpan {
                     start: h.virtual_start,
                     end: h.virtual_end,
                     records: span.records,
                     bytes: span.bytes,
+                    corrupt_skipped: 0,
                 }))
             }
             other => {
@@ -295,22 +287,28 @@ impl IntakeQueue {
     }
 }
 
-impl BatchSource for IntakeQueue {
-    fn name(&self) -> &str {
+/// The uplink's view (`uplink::BatchSource` is implemented on top of these).
+impl IntakeQueue {
+    /// The intake's name, for logs.
+    pub fn name(&self) -> &str {
         &self.name
     }
 
-    fn committed(&self) -> u64 {
+    /// Virtual positions start at 0 in every life: each tier resumes at its own committed
+    /// position.
+    pub fn committed(&self) -> u64 {
         0
     }
 
-    fn read(
+    /// Whole records from `from` (the end of the previous read, or the start of a span handed
+    /// out and not committed, with `until` its end: then exactly that span again).
+    pub fn read(
         &mut self,
         from: u64,
         until: Option<u64>,
         max_bytes: usize,
         out: &mut Vec<u8>,
-    ) -> io::Result<Option<uplink::ReadSpan>> {
+    ) -> io::Result<Option<ReadSpan>> {
         if from != self.next_virtual {
             return self.read_again(from, until, out);
         }
@@ -334,17 +332,18 @@ impl BatchSource for IntakeQueue {
                 real_start: span.start,
                 real_end: span.end,
             });
-            return Ok(Some(uplink::ReadSpan {
+            return Ok(Some(ReadSpan {
                 start,
                 end: self.next_virtual,
-                records: span.records,
-                bytes: span.bytes,
+                ..span
             }));
         }
         Ok(None)
     }
 
-    fn commit(&mut self, pos: u64) {
+    /// Everything before the virtual position `pos` was delivered: each tier is freed up to
+    /// the real end of the last span of it before `pos`.
+    pub fn commit(&mut self, pos: u64) {
         let mut latest: Vec<Option<u64>> = vec![None; self.tiers.len()];
         while let Some(h) = self.outstanding.front().copied() {
             if h.virtual_end > pos {

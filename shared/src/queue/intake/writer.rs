@@ -1,0 +1,212 @@
+//! The ingest worker's side of an intake's queue: the spill rule (see the parent module).
+//!
+//! [`IntakeWriter::push`] puts one rendered event into the ring or, while spilling, into the
+//! journal; [`IntakeWriter::end_batch`] makes a batch visible (one ring publish, one journal
+//! flush, one doorbell ring). When neither tier can take an event the answer is
+//! [`Push::HeldBack`]: TCP/TLS inputs stop reading (senders are slowed), UDP drops and counts.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::queue::{DiskBudget, Doorbell, JournalOptions, JournalWriter, RecordMeta, RingProducer};
+
+/// How often an unopenable journal is tried again.
+const JOURNAL_RETRY_EVERY: Duration = Duration::from_secs(10);
+/// How often a persisting disk problem is logged again.
+const DISK_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What became of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// In the ring or the journal.
+    Queued,
+    /// Refused by the ring as invalid (a bug if it ever happens): dropped, counted, logged.
+    Rejected,
+    /// No tier can take it now; the caller keeps it (TCP) or drops and counts it (UDP).
+    HeldBack,
+}
+
+/// How to (re)open the intake's journal.
+pub struct JournalOpener {
+    dir: PathBuf,
+    intake_id: u16,
+    budget: DiskBudget,
+    options: JournalOptions,
+    last_try: Option<Instant>,
+}
+
+impl JournalOpener {
+    pub fn new(dir: PathBuf, intake_id: u16, budget: DiskBudget, options: JournalOptions) -> Self {
+        Self {
+            dir,
+            intake_id,
+            budget,
+            options,
+            last_try: None,
+        }
+    }
+
+    /// Opens the journal, at most once per `JOURNAL_RETRY_EVERY`; failures are logged with
+    /// the path and the reason.
+    fn try_open(&mut self, intake: &str) -> Option<JournalWriter> {
+        if self
+            .last_try
+            .is_some_and(|at| at.elapsed() < JOURNAL_RETRY_EVERY)
+        {
+            return None;
+        }
+        self.last_try = Some(Instant::now());
+        let opened = JournalWriter::open(
+            &self.dir,
+            self.intake_id,
+            self.budget.clone(),
+            self.options.clone(),
+        );
+        opened
+            .map_err(|e| {
+                error!(intake = %intake, journal = %self.dir.display(), error = %e,
+                    "cannot open the disk journal; serving from memory only, retrying");
+            })
+            .ok()
+    }
+}
+
+/// One intake's ring and journal, with the rule that keeps them in order.
+pub struct IntakeWriter {
+    name: String,
+    ring: RingProducer,
+    /// None while the journal cannot be opened (unwritable spool, bad segment): events go to
+    /// the ring whenever it has room, and the journal is retried.
+    journal: Option<JournalWriter>,
+    opener: JournalOpener,
+    doorbell: Doorbell,
+    /// True from the moment the ring was full until the journal is fully delivered.
+    spilling: bool,
+    /// Something went to the journal since the last `end_batch`.
+    journaled: bool,
+    rejected: u64,
+    last_disk_error: Option<Instant>,
+}
+
+impl IntakeWriter {
+    pub fn new(name: &str, ring: RingProducer, opener: JournalOpener, doorbell: Doorbell) -> Self {
+        let mut w = Self {
+            name: name.to_string(),
+            ring,
+            journal: None,
+            opener,
+            doorbell,
+            spilling: false,
+            journaled: false,
+            rejected: 0,
+            last_disk_error: None,
+        };
+        w.open_journal();
+        w
+    }
+
+    /// Opens the journal; one left with undelivered events (by a previous run, or written
+    /// before it became unopenable) keeps the spill going: new events queue behind them.
+    fn open_journal(&mut self) {
+        self.journal = self.opener.try_open(&self.name);
+        if self.journal.as_ref().is_some_and(|j| !j.is_drained()) {
+            self.spilling = true;
+            info!(intake = %self.name, "journal holds undelivered events; new events queue behind them on disk");
+        }
+    }
+
+    /// Puts one event in the tier the spill rule says.
+    pub fn push(&mut self, meta: &RecordMeta, payload: &[u8]) -> Push {
+        if self.spilling && self.journal.as_ref().is_some_and(JournalWriter::is_drained) {
+            self.spilling = false;
+            info!(intake = %self.name, "journal delivered; events go to memory again");
+        }
+        if !self.spilling || self.journal.is_none() {
+            match self.ring.try_push(meta, payload) {
+                Ok(true) => {
+                    self.spilling = false;
+                    return Push::Queued;
+                }
+                Ok(false) if !self.spilling => {
+                    self.spilling = true;
+                    info!(intake = %self.name, "memory queue full; spilling to disk");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.rejected += 1;
+                    error!(intake = %self.name, error = %e, rejected = self.rejected,
+                        "ring refused a record; it is dropped");
+                    return Push::Rejected;
+                }
+            }
+        }
+        self.append_to_journal(meta, payload)
+    }
+
+    fn append_to_journal(&mut self, meta: &RecordMeta, payload: &[u8]) -> Push {
+        let Some(journal) = self.journal.as_mut() else {
+            return Push::HeldBack;
+        };
+        match journal.append(meta, payload) {
+            Ok(true) => {
+                self.journaled = true;
+                Push::Queued
+            }
+            // DISK_SPACE exhausted.
+            Ok(false) => Push::HeldBack,
+            Err(e) => {
+                self.disk_error(&e);
+                Push::HeldBack
+            }
+        }
+    }
+
+    /// Makes what was pushed visible to the uplink and wakes it.
+    pub fn end_batch(&mut self) {
+        self.ring.publish();
+        if std::mem::take(&mut self.journaled) {
+            if let Some(Err(e)) = self.journal.as_mut().map(JournalWriter::flush) {
+                // The records stay buffered in the writer and go out with the next flush.
+                self.disk_error(&e);
+            }
+            self.doorbell.ring();
+        }
+    }
+
+    /// Batch fsync of the journal when it is due, or another try at opening it (call
+    /// periodically).
+    pub fn sync_if_due(&mut self) {
+        match self.journal.as_mut() {
+            Some(journal) => {
+                if let Err(e) = journal.sync_if_due() {
+                    self.disk_error(&e);
+                }
+            }
+            None => self.open_journal(),
+        }
+    }
+
+    /// Writes out and fsyncs what the journal buffers (at stop).
+    pub fn close(&mut self) {
+        if let Some(Err(e)) = self.journal.as_mut().map(JournalWriter::sync) {
+            error!(intake = %self.name, error = %e, "cannot sync the journal at stop");
+        }
+    }
+
+    /// Records the ring refused as invalid so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    fn disk_error(&mut self, e: &dyn std::fmt::Display) {
+        let due = self
+            .last_disk_error
+            .is_none_or(|at| at.elapsed() >= DISK_ERROR_LOG_EVERY);
+        if due {
+            self.last_disk_error = Some(Instant::now());
+            warn!(intake = %self.name, error = %e, "journal write failed; holding events back until it works again");
+        }
+    }
+}

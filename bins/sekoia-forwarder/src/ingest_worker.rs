@@ -6,45 +6,50 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use sekoia_shared::config::{Intake, Protocol};
 use sekoia_shared::input::{self, InputCounters, MessageSink, Resolver};
-use sekoia_shared::queue::{Doorbell, RingProducer};
+use sekoia_shared::queue::intake::{IntakeWriter, JournalOpener};
+use sekoia_shared::queue::layout::{InstanceDir, QueueKey, SpoolDir};
+use sekoia_shared::queue::{DiskBudget, Doorbell, RingProducer};
 use tracing::info;
 
-use crate::cli::{IngestWorkerArgs, JournalSync};
-use crate::intake_sink::{IntakeSink, JournalOpener};
-use crate::{instance, spool};
+use crate::cli::IngestWorkerArgs;
+use crate::instance;
+use crate::intake_sink::IntakeSink;
 
 /// How often drops and errors are reported in the log.
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn run(args: &IngestWorkerArgs) -> Result<()> {
     instance::die_with_supervisor()?;
-    let cfg = instance::read_config(&args.state_dir)?;
+    let state = InstanceDir::open(&args.state_dir)?;
+    let cfg = instance::read_config(&state)?;
     let intake = cfg
         .intakes
         .iter()
         .find(|i| i.id == args.intake_id)
         .cloned()
         .ok_or_else(|| anyhow!("intake id {} is not in the configuration", args.intake_id))?;
-    let ring_path = instance::ring_path(&args.state_dir, &intake);
+    let key = QueueKey::of(&intake);
+    let ring_path = state.ring_path(key);
     let _producer_lock = instance::lock_exclusive(
-        &ring_path.with_extension("ring.producer.lock"),
+        &state,
+        &InstanceDir::producer_lock_name(key),
         "ingest worker",
     )?;
-    let doorbell = Doorbell::create_or_open(&instance::doorbell_path(&args.state_dir))
+    let doorbell = Doorbell::create_or_open(&state.doorbell_path())
         .context("cannot open the uplink doorbell")?;
     let mut producer = RingProducer::attach_with_doorbell(&ring_path, doorbell.clone())
         .with_context(|| format!("cannot attach ring {}", ring_path.display()))?;
     // The memory tier holds `queue_size` events (and at most the ring's bytes).
     producer.set_max_records(Some(intake.queue_size));
-    let key = spool::key_of_ring(&ring_path).unwrap_or_default();
-    let journal_dir = spool::journal_dir(&cfg.settings.spool_dir, &key);
+    let budget = DiskBudget::open(&state.budget_path()).context("cannot open the disk budget")?;
     let opener = JournalOpener::new(
-        journal_dir,
+        SpoolDir::new(&cfg.settings.spool_dir).journal_dir(key),
         intake.id,
-        spool::open_budget(&args.state_dir)?,
-        spool::options(&cfg, args.journal_sync == JournalSync::Always),
+        budget,
+        crate::journal_options(&cfg, args.journal_sync),
     );
-    let sink = Arc::new(IntakeSink::new(intake.clone(), producer, opener, doorbell));
+    let writer = IntakeWriter::new(&intake.name, producer, opener, doorbell);
+    let sink = Arc::new(IntakeSink::new(intake.clone(), writer));
     let resolver = Arc::new(Resolver::new(cfg.settings.resolve_hostnames));
     let counters = Arc::new(InputCounters::default());
 

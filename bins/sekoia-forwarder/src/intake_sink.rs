@@ -1,133 +1,37 @@
-//! Where an ingest worker puts events: rendered once, then into the intake's shared-memory
-//! ring, or, when the ring is full, into its disk journal.
+//! Where an ingest worker puts events: rendered once, then handed to the intake's queue
+//! (`queue::intake::IntakeWriter`, which owns the spill rule between ring and journal).
 //!
 //! Each read's frames are rendered into a per-thread batch outside any lock (so the uplink
 //! only moves bytes), then pushed under one lock with one ring publish per batch.
-//!
-//! The spill rule keeps the intake's order: once the ring is full, every new event goes to
-//! the journal until the uplink has delivered the whole journal; only then does the ring take
-//! events again. The uplink drains the ring before the journal, so it always sends the
-//! oldest first. When the journal's share of `DISK_SPACE` is gone too, the sink accepts
-//! fewer frames: TCP/TLS inputs stop reading (senders are slowed), UDP drops and counts.
 
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use sekoia_shared::config::Intake;
 use sekoia_shared::input::{Frame, MessageSink};
-use sekoia_shared::queue::{
-    DiskBudget, Doorbell, JournalOptions, JournalWriter, RecordMeta, RingProducer, FLAG_TRUNCATED,
-};
+use sekoia_shared::queue::intake::{IntakeWriter, Push};
+use sekoia_shared::queue::{RecordMeta, FLAG_TRUNCATED};
 use sekoia_shared::syslog::{render_event, EventContext, LocalClock};
-use tracing::{error, info, warn};
-
-/// How often an unopenable journal is tried again.
-const JOURNAL_RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-/// How often a persisting disk problem is logged again.
-const DISK_ERROR_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct IntakeSink {
     intake: Intake,
-    queues: Mutex<Queues>,
-    /// Records the ring refused as invalid (a bug if ever non-zero): counted, never retried.
-    rejected: AtomicU64,
-}
-
-struct Queues {
-    ring: RingProducer,
-    /// None while the journal cannot be opened (unwritable spool, bad segment): the worker
-    /// keeps serving from memory and retries; a full ring then holds senders back.
-    journal: Option<JournalWriter>,
-    opener: JournalOpener,
-    doorbell: Doorbell,
-    /// True from the moment the ring was full until the journal is fully delivered.
-    spilling: bool,
-    last_disk_error: Option<Instant>,
-}
-
-/// How to (re)open the intake's journal.
-pub struct JournalOpener {
-    dir: PathBuf,
-    intake_id: u16,
-    budget: DiskBudget,
-    options: JournalOptions,
-    last_try: Option<Instant>,
-}
-
-impl JournalOpener {
-    pub fn new(dir: PathBuf, intake_id: u16, budget: DiskBudget, options: JournalOptions) -> Self {
-        Self {
-            dir,
-            intake_id,
-            budget,
-            options,
-            last_try: None,
-        }
-    }
-
-    /// Opens the journal, at most once per `JOURNAL_RETRY_EVERY`; failures are logged with
-    /// the path and the reason.
-    fn try_open(&mut self, intake: &str) -> Option<JournalWriter> {
-        if self
-            .last_try
-            .is_some_and(|at| at.elapsed() < JOURNAL_RETRY_EVERY)
-        {
-            return None;
-        }
-        self.last_try = Some(Instant::now());
-        let opened = JournalWriter::open(
-            &self.dir,
-            self.intake_id,
-            self.budget.clone(),
-            self.options.clone(),
-        );
-        match opened {
-            Ok(w) => Some(w),
-            Err(e) => {
-                error!(intake = %intake, journal = %self.dir.display(), error = %e,
-                    "cannot open the disk journal; serving from memory only, retrying");
-                None
-            }
-        }
-    }
+    queue: Mutex<IntakeWriter>,
 }
 
 impl IntakeSink {
-    pub fn new(
-        intake: Intake,
-        ring: RingProducer,
-        mut opener: JournalOpener,
-        doorbell: Doorbell,
-    ) -> Self {
-        let journal = opener.try_open(&intake.name);
-        // A journal left with undelivered events by a previous run keeps the spill going:
-        // new events must queue behind them.
-        let spilling = journal.as_ref().is_some_and(|j| !j.is_drained());
-        if spilling {
-            info!(intake = %intake.name, "journal holds undelivered events; new events queue behind them on disk");
-        }
+    pub fn new(intake: Intake, queue: IntakeWriter) -> Self {
         Self {
             intake,
-            queues: Mutex::new(Queues {
-                ring,
-                journal,
-                opener,
-                doorbell,
-                spilling,
-                last_disk_error: None,
-            }),
-            rejected: AtomicU64::new(0),
+            queue: Mutex::new(queue),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queues> {
-        match self.queues.lock() {
+    fn lock(&self) -> MutexGuard<'_, IntakeWriter> {
+        match self.queue.lock() {
             Ok(q) => q,
             Err(poisoned) => poisoned.into_inner(),
         }
@@ -136,38 +40,12 @@ impl IntakeSink {
     /// Batch fsync of the journal when it is due, or another try at opening it (called
     /// periodically).
     pub fn sync_if_due(&self) {
-        let mut q = self.lock();
-        let q = &mut *q;
-        match q.journal.as_mut() {
-            Some(journal) => {
-                if let Err(e) = journal.sync_if_due() {
-                    q.disk_error(&self.intake.name, &e);
-                }
-            }
-            None => q.journal = q.opener.try_open(&self.intake.name),
-        }
+        self.lock().sync_if_due();
     }
 
     /// Writes out and fsyncs what the journal buffers (at stop).
     pub fn close(&self) {
-        let mut q = self.lock();
-        if let Some(journal) = q.journal.as_mut() {
-            if let Err(e) = journal.sync() {
-                error!(intake = %self.intake.name, error = %e, "cannot sync the journal at stop");
-            }
-        }
-    }
-}
-
-impl Queues {
-    fn disk_error(&mut self, intake: &str, e: &dyn std::fmt::Display) {
-        let due = self
-            .last_disk_error
-            .is_none_or(|at| at.elapsed() >= DISK_ERROR_LOG_EVERY);
-        if due {
-            self.last_disk_error = Some(Instant::now());
-            warn!(intake = %intake, error = %e, "journal write failed; holding events back until it works again");
-        }
+        self.lock().close();
     }
 }
 
@@ -225,6 +103,7 @@ impl MessageSink for IntakeSink {
 }
 
 impl IntakeSink {
+    /// Pushes the batch's events in order; stops at the first one no tier can take.
     fn push(
         &self,
         batch: &[u8],
@@ -232,64 +111,19 @@ impl IntakeSink {
         now_us: i64,
     ) -> usize {
         let mut q = self.lock();
-        let q = &mut *q;
-        if q.spilling && q.journal.as_ref().is_some_and(JournalWriter::is_drained) {
-            q.spilling = false;
-            info!(intake = %self.intake.name, "journal delivered; events go to memory again");
-        }
         let mut accepted = 0;
-        let mut journaled = false;
         for (wire, _, truncated) in spans {
             let meta = RecordMeta {
                 intake_id: self.intake.id,
                 recv_time_us: now_us,
                 flags: if *truncated { FLAG_TRUNCATED } else { 0 },
             };
-            let payload = &batch[wire.clone()];
-            if !q.spilling {
-                match q.ring.try_push(&meta, payload) {
-                    Ok(true) => {
-                        accepted += 1;
-                        continue;
-                    }
-                    Ok(false) => {
-                        q.spilling = true;
-                        info!(intake = %self.intake.name, "memory queue full; spilling to disk");
-                    }
-                    Err(e) => {
-                        let n = self.rejected.fetch_add(1, Ordering::Relaxed) + 1;
-                        error!(intake = %self.intake.name, error = %e, rejected = n,
-                            "ring refused a record; it is dropped");
-                        accepted += 1;
-                        continue;
-                    }
-                }
-            }
-            let Some(journal) = q.journal.as_mut() else {
-                // No disk tier: the rest waits with its sender (or is dropped, UDP).
+            if q.push(&meta, &batch[wire.clone()]) == Push::HeldBack {
                 break;
-            };
-            match journal.append(&meta, payload) {
-                Ok(true) => {
-                    accepted += 1;
-                    journaled = true;
-                }
-                // DISK_SPACE exhausted: the rest waits with its sender (or is dropped, UDP).
-                Ok(false) => break,
-                Err(e) => {
-                    q.disk_error(&self.intake.name, &e);
-                    break;
-                }
             }
+            accepted += 1;
         }
-        q.ring.publish();
-        if journaled {
-            if let Some(Err(e)) = q.journal.as_mut().map(JournalWriter::flush) {
-                // The records stay buffered in the writer and go out with the next flush.
-                q.disk_error(&self.intake.name, &e);
-            }
-            q.doorbell.ring();
-        }
+        q.end_batch();
         accepted
     }
 

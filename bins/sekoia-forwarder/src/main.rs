@@ -13,7 +13,6 @@ mod instance;
 mod intake_sink;
 mod logging;
 mod notify;
-mod spool;
 mod stop_save;
 mod supervisor;
 mod uplink_report;
@@ -53,6 +52,18 @@ fn run_supervisor(
         Ok(config) => report(supervisor::run(config, runtime)),
         Err(code) => code,
     }
+}
+
+/// Journal settings of this configuration (segment size from `DISK_SPACE`, fsync policy).
+fn journal_options(
+    cfg: &sekoia_shared::config::ForwarderConfig,
+    sync: cli::JournalSync,
+) -> sekoia_shared::queue::JournalOptions {
+    sekoia_shared::queue::intake::journal_options(
+        cfg.settings.disk_space,
+        cfg.intakes.len(),
+        sync == cli::JournalSync::Always,
+    )
 }
 
 /// Prints a fatal error with its whole cause chain and turns it into exit status 1.

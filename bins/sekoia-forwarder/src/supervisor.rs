@@ -12,14 +12,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 use sekoia_shared::config::{self, ForwarderConfig, Intake, Protocol};
-use sekoia_shared::queue::{scan_usage, DiskBudget, Doorbell, Ring};
+use sekoia_shared::queue::layout::{InstanceDir, QueueKey};
+use sekoia_shared::queue::shared_file::PrivateDir;
+use sekoia_shared::queue::{scan_usage, DiskBudget, Doorbell, Ring, RingError};
 use socket2::{Domain, Socket, Type};
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::cli::{JournalSync, RuntimeArgs};
+use crate::cli::RuntimeArgs;
 use crate::instance::{self, Instance};
-use crate::spool;
 use crate::worker_set::{Role, WorkerSet};
 
 /// How long stopped inputs get to hand over what they already read.
@@ -33,32 +34,20 @@ pub fn run(cfg: ForwarderConfig, runtime_args: &RuntimeArgs) -> Result<()> {
     let runtime = runtime_args;
     print!("{}", config::banner(&cfg));
     let spool = &cfg.settings.spool_dir;
-    std::fs::create_dir_all(spool)
-        .with_context(|| format!("cannot create spool directory {}", spool.display()))?;
+    PrivateDir::create(spool).context("cannot use the spool directory (SPOOL_DIR)")?;
     let instance = Instance::acquire(&runtime.shm_dir, spool)?;
     instance.write_config(&cfg)?;
     let used = scan_usage(spool)
         .with_context(|| format!("cannot measure the spool directory {}", spool.display()))?;
-    DiskBudget::create(
-        &spool::budget_path(instance.dir()),
-        cfg.settings.disk_space,
-        used,
-    )
-    .context("cannot create the disk budget")?;
+    DiskBudget::create(&instance.dir().budget_path(), cfg.settings.disk_space, used)
+        .context("cannot create the disk budget")?;
     if used > 0 {
         info!(spool = %spool.display(), bytes = used, "found events queued on disk; they are sent first");
     }
-    Doorbell::create_or_open(&instance::doorbell_path(instance.dir()))
+    Doorbell::create_or_open(&instance.dir().doorbell_path())
         .context("cannot create the uplink doorbell")?;
     for intake in &cfg.intakes {
-        let path = instance::ring_path(instance.dir(), intake);
-        let info =
-            Ring::create_or_open(&path, instance::ring_capacity(intake.queue_size), intake.id)
-                .with_context(|| format!("cannot create ring {}", path.display()))?;
-        if info.reopened && info.head > info.committed {
-            info!(intake = %intake.name, backlog_bytes = info.head - info.committed,
-                "found events left by a previous run; they are sent first");
-        }
+        create_ring(instance.dir(), intake)?;
     }
     let listeners = bind_all(&cfg.intakes)?;
 
@@ -66,15 +55,48 @@ pub fn run(cfg: ForwarderConfig, runtime_args: &RuntimeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the supervisor's event loop")?;
-    let sync_always = runtime_args.journal_sync == JournalSync::Always;
-    event_loop.block_on(supervise(
-        &cfg,
-        instance,
-        listeners,
-        runtime_args,
-        sync_always,
-    ))?;
+    event_loop.block_on(supervise(&cfg, instance, listeners, runtime_args))?;
     Ok(())
+}
+
+/// Creates the intake's ring, or reopens the one a previous run left. A ring file that
+/// cannot be used (corrupt, another format) is moved aside, named in the log, and replaced:
+/// one bad file must not keep the forwarder from starting.
+fn create_ring(state: &InstanceDir, intake: &Intake) -> Result<()> {
+    let key = QueueKey::of(intake);
+    let path = state.ring_path(key);
+    let capacity = instance::ring_capacity(intake.queue_size);
+    let info = match Ring::create_or_open(&path, capacity, intake.id) {
+        Ok(info) => info,
+        Err(e) if is_unusable_file(&e) => {
+            let aside = state.quarantine_ring(key).with_context(|| {
+                format!("cannot move the unusable ring {} aside", path.display())
+            })?;
+            error!(intake = %intake.name, ring = %path.display(), moved_to = %aside.display(), error = %e,
+                "ring file unusable; moved aside (inspect or delete it) and replaced by a new one");
+            Ring::create_or_open(&path, capacity, intake.id)
+                .with_context(|| format!("cannot create ring {}", path.display()))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot create ring {}", path.display())),
+    };
+    if info.reopened && info.head > info.committed {
+        info!(intake = %intake.name, backlog_bytes = info.head - info.committed,
+            "found events left by a previous run; they are sent first");
+    }
+    Ok(())
+}
+
+/// A ring file whose contents cannot be used, as opposed to a problem of the machine (no
+/// memory, no permission), which moving the file would not fix.
+fn is_unusable_file(e: &RingError) -> bool {
+    matches!(
+        e,
+        RingError::BadMagic { .. }
+            | RingError::UnsupportedVersion { .. }
+            | RingError::SizeMismatch { .. }
+            | RingError::BadHeader { .. }
+            | RingError::BadCapacity { .. }
+    )
 }
 
 /// Binds every port before any worker starts, so a taken port stops start-up cleanly.
@@ -144,7 +166,6 @@ async fn supervise(
     instance: Instance,
     listeners: Vec<OwnedFd>,
     runtime: &RuntimeArgs,
-    sync_always: bool,
 ) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -155,7 +176,7 @@ async fn supervise(
         "--journal-sync".to_string(),
         runtime.journal_sync.as_arg().to_string(),
     ];
-    let mut workers = WorkerSet::new(instance.dir().to_path_buf(), common_args);
+    let mut workers = WorkerSet::new(instance.dir().path().to_path_buf(), common_args);
     workers.add(Role::Uplink, None)?;
     for (intake, listener) in cfg.intakes.iter().zip(listeners) {
         let role = Role::Ingest {
@@ -219,7 +240,7 @@ async fn supervise(
         wait_for(&mut workers, is_uplink, Duration::from_secs(2)).await;
     }
     if workers.all_exited(|_| true) {
-        crate::stop_save::save_rings(cfg, instance.dir(), sync_always)?;
+        crate::stop_save::save_rings(cfg, instance.dir(), runtime.journal_sync)?;
     } else {
         warn!(
             "a worker is still running: rings are not saved to disk (they stay in shared memory)"

@@ -1,47 +1,42 @@
 //! The uplink worker: every ring of the instance → the TLS connection pool → the destination.
 //!
-//! It adapts the library's rings (`queue`) to the uplink's `BatchSource`, the doorbell to its
-//! `Wakeup`, and runs until SIGTERM, when the uplink flushes what the rings still hold (bounded
+//! It opens every intake's queue (`queue::intake`: saved, ring, journal) as the uplink's
+//! sources, adapts the doorbell to its `Wakeup`, and runs until SIGTERM, when the uplink flushes what the rings still hold (bounded
 //! by its drain timeout). Rings of intakes no longer configured are drained too.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sekoia_shared::queue::intake_queue::{IntakeQueue, JournalTier, RingTier, Tier};
-use sekoia_shared::queue::{DiskBudget, Doorbell, JournalOptions, RingConsumer};
+use sekoia_shared::queue::intake;
+use sekoia_shared::queue::layout::{InstanceDir, SpoolDir, UPLINK_LOCK};
+use sekoia_shared::queue::{DiskBudget, Doorbell};
 use sekoia_shared::uplink::{BatchSource, Uplink, UplinkConfig, UplinkCounters, Wakeup};
-use tracing::{error, info};
+use tracing::info;
 
-use crate::cli::{JournalSync, UplinkWorkerArgs};
-use crate::{instance, spool};
+use crate::cli::UplinkWorkerArgs;
+use crate::instance;
 
 pub fn run(args: &UplinkWorkerArgs) -> Result<()> {
     instance::die_with_supervisor()?;
-    let _consumer_lock =
-        instance::lock_exclusive(&args.state_dir.join("uplink.lock"), "uplink worker")?;
-    let cfg = instance::read_config(&args.state_dir)?;
-    let budget = spool::open_budget(&args.state_dir)?;
-    let opts = spool::options(&cfg, args.journal_sync == JournalSync::Always);
-    let spool_dir = &cfg.settings.spool_dir;
+    let state = InstanceDir::open(&args.state_dir)?;
+    let _consumer_lock = instance::lock_exclusive(&state, UPLINK_LOCK, "uplink worker")?;
+    let cfg = instance::read_config(&state)?;
+    let budget = DiskBudget::open(&state.budget_path()).context("cannot open the disk budget")?;
+    let opts = crate::journal_options(&cfg, args.journal_sync);
+    let spool = SpoolDir::new(&cfg.settings.spool_dir);
+    let rings = state.ring_keys()?;
+    let mut keys = rings.clone();
+    keys.extend(spool.keys_on_disk());
+    keys.sort();
+    keys.dedup();
     let mut sources: Vec<Box<dyn BatchSource>> = Vec::new();
-    let rings = instance::all_rings(&args.state_dir)?;
-    let mut keys: Vec<String> = rings.iter().filter_map(|r| spool::key_of_ring(r)).collect();
-    for key in spool::keys_on_disk(spool_dir) {
-        if !keys.contains(&key) {
-            keys.push(key);
-        }
-    }
     for key in keys {
-        let ring = rings
-            .iter()
-            .find(|r| spool::key_of_ring(r).as_deref() == Some(key.as_str()));
-        sources.push(Box::new(intake_queue(
-            &key, ring, spool_dir, &budget, &opts,
-        )));
+        let ring = rings.contains(&key).then(|| state.ring_path(key));
+        let queue = intake::open_queue(key, ring.as_deref(), &spool, &budget, &opts);
+        sources.push(Box::new(queue));
     }
-    let doorbell = Doorbell::create_or_open(&instance::doorbell_path(&args.state_dir))
+    let doorbell = Doorbell::create_or_open(&state.doorbell_path())
         .context("cannot open the uplink doorbell")?;
     let settings = &cfg.settings;
     let mut uplink_cfg =
@@ -66,37 +61,6 @@ pub fn run(args: &UplinkWorkerArgs) -> Result<()> {
     crate::uplink_report::report_totals(&counters);
     info!("uplink worker stopped");
     Ok(())
-}
-
-/// An intake's queue as the uplink's source: what was saved at the last stop, then the
-/// ring, then the journal (see `queue::intake_queue` for why that order is the intake's).
-fn intake_queue(
-    key: &str,
-    ring: Option<&PathBuf>,
-    spool_dir: &Path,
-    budget: &DiskBudget,
-    opts: &JournalOptions,
-) -> IntakeQueue {
-    let mut tiers: Vec<Box<dyn Tier>> = Vec::new();
-    let saved = spool::saved_dir(spool_dir, key);
-    if saved.is_dir() {
-        tiers.push(Box::new(JournalTier::new(&saved, "saved", budget, opts)));
-    }
-    if let Some(ring) = ring {
-        // A ring that cannot be attached is left as it is (its events stay in shared memory)
-        // rather than stopping every other intake's delivery.
-        match RingConsumer::attach(ring) {
-            Ok(consumer) => tiers.push(Box::new(RingTier::new(consumer))),
-            Err(e) => {
-                error!(ring = %ring.display(), error = %e, "cannot attach the ring; skipping it")
-            }
-        }
-    }
-    let journal = spool::journal_dir(spool_dir, key);
-    tiers.push(Box::new(JournalTier::new(
-        &journal, "journal", budget, opts,
-    )));
-    IntakeQueue::new(key, tiers)
 }
 
 /// The doorbell the ingest workers ring, as the uplink's wake-up source.

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 use sekoia_shared::config::{self, ForwarderConfig, Intake, Protocol};
 use sekoia_shared::queue::layout::{InstanceDir, QueueKey};
-use sekoia_shared::queue::shared_file::PrivateDir;
+use sekoia_shared::queue::shared_file::{PrivateDir, SharedFileError};
 use sekoia_shared::queue::{scan_usage, DiskBudget, Doorbell, Ring, RingError};
 use socket2::{Domain, Socket, Type};
 use tokio::signal::unix::{signal, SignalKind};
@@ -86,8 +86,9 @@ fn create_ring(state: &InstanceDir, intake: &Intake) -> Result<()> {
     Ok(())
 }
 
-/// A ring file whose contents cannot be used, as opposed to a problem of the machine (no
-/// memory, no permission), which moving the file would not fix.
+/// A ring file that cannot be used as found (corrupt contents, or a link, FIFO or hard link
+/// planted in its place: renaming moves the entry itself, never what it points to), as
+/// opposed to a problem of the machine (no memory, no permission) that moving would not fix.
 fn is_unusable_file(e: &RingError) -> bool {
     matches!(
         e,
@@ -96,6 +97,11 @@ fn is_unusable_file(e: &RingError) -> bool {
             | RingError::SizeMismatch { .. }
             | RingError::BadHeader { .. }
             | RingError::BadCapacity { .. }
+            | RingError::SharedFile(
+                SharedFileError::Symlink { .. }
+                    | SharedFileError::WrongType { .. }
+                    | SharedFileError::HardLinked { .. }
+            )
     )
 }
 

@@ -271,17 +271,25 @@ impl IntakeQueue {
                 }))
             }
             other => {
-                out.truncate(len);
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{}: {} range {}..{} read again as {other:?}",
-                        self.name,
-                        tier.label(),
-                        h.real_start,
-                        h.real_end
-                    ),
-                ))
+                // The tier lost part of the span since it was handed out (a journal segment
+                // moved aside as unreadable): hand out what is left under the same positions,
+                // so the uplink re-sends it and moves on instead of retrying forever.
+                let (records, bytes) = match other {
+                    Some(span) if span.start == h.real_start && span.end <= h.real_end => {
+                        (span.records, span.bytes)
+                    }
+                    _ => (0, 0),
+                };
+                out.truncate(len + bytes as usize);
+                tracing::warn!(intake = %self.name, tier = tier.label(), from = h.real_start,
+                    until = h.real_end, records, "part of a span could not be read again; re-sending what is left");
+                Ok(Some(ReadSpan {
+                    start: h.virtual_start,
+                    end: h.virtual_end,
+                    records,
+                    bytes,
+                    corrupt_skipped: 1,
+                }))
             }
         }
     }

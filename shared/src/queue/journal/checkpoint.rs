@@ -16,11 +16,17 @@
 //! `checkpoint`, and the directory is `fsync`ed. A reader therefore finds the old or the new
 //! checkpoint, never a mix; the CRC catches anything else (a damaged checkpoint is treated as
 //! missing: reading restarts at the oldest segment, which means duplicates, never loss).
+//!
+//! Decoding checks the file, not what its position means: a position beyond
+//! [`super::MAX_POSITION`] is refused like a damaged file (no writer gets there, and keeping
+//! positions below it keeps their arithmetic from overflowing); any other position, even one
+//! not 8-aligned, is returned as written, and the reader checks it against the segments
+//! (`JournalReader::open`: it moves back to a record boundary, never forward over data).
 
 use std::io::Read;
 use std::path::Path;
 
-use super::{unix_micros, JournalError, CHECKPOINT_FILE};
+use super::{unix_micros, JournalError, CHECKPOINT_FILE, MAX_POSITION};
 use crate::queue::shared_file::{open_private_file, Create, PrivateDir};
 
 const MAGIC: [u8; 8] = *b"SKFJCKPT";
@@ -77,8 +83,10 @@ impl Checkpoint {
             return Err("CRC-32C mismatch".into());
         }
         let position = u64_at(16);
-        if !position.is_multiple_of(8) {
-            return Err(format!("position {position} is not 8-aligned"));
+        if position > MAX_POSITION {
+            return Err(format!(
+                "position {position} is beyond {MAX_POSITION}, which no writer reaches"
+            ));
         }
         Ok(Checkpoint {
             position,

@@ -15,6 +15,10 @@
 //!   was really delivered, and a segment is deleted only after a durable checkpoint passed it.
 //! - A corrupt record or a torn tail is skipped and counted (`ReadSpan::corrupt_skipped`);
 //!   nothing makes the reader stop or loop forever.
+//! - No name or position read from the files is trusted: a segment name or checkpoint
+//!   position that makes no sense is moved aside (`quarantine/`) or moved back to a record
+//!   boundary, logged, and reading goes on; positions stay below [`MAX_POSITION`], so their
+//!   arithmetic never overflows (`docs/journal.md`, "Bad positions and names").
 //! - Exactly one writer and one reader per journal, enforced with OFD locks on the `state` file.
 //!
 //! Files: `segment.rs` (segment header, naming, listing, the record walker shared by recovery
@@ -49,6 +53,14 @@ pub const CHECKPOINT_FILE: &str = "checkpoint";
 pub const CHECKPOINT_TMP_FILE: &str = "checkpoint.tmp";
 /// Extension of segment files (`00000000000000000000.seg`).
 pub const SEGMENT_EXT: &str = "seg";
+/// Subdirectory segment files are moved to when they cannot be part of the stream (an absurd
+/// or overlapping name, an unknown format, a file that keeps failing to read). Nothing there
+/// is read or deleted again; an operator decides.
+pub const QUARANTINE_DIR: &str = "quarantine";
+/// Largest position a segment name or a checkpoint may hold (2^62: a century of writing at
+/// 1 GB/s). Anything beyond comes from damage or a hand edit, never from a writer, and keeping
+/// every position below it means `position + length` cannot overflow a u64.
+pub const MAX_POSITION: u64 = 1 << 62;
 
 /// Smallest accepted `segment_bytes` (tests use small segments; production uses 64 MiB).
 pub const MIN_SEGMENT_BYTES: u64 = 4096;

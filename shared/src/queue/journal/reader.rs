@@ -20,6 +20,17 @@
 //! an odd byte. Memory: one read window (`read_window`, default 1 MiB) plus the caller's
 //! `out`; a multi-GB backlog is never loaded.
 //!
+//! Nothing read from the files is trusted before it is checked (`docs/journal.md`, "Bad
+//! positions and names"): the listing moves misnamed and overlapping segment files to
+//! `quarantine/` (`segment::list_segments`); the checkpoint's position is checked against the
+//! segments at open and, where it is not a record boundary the files hold, moved *back* to
+//! one (a record may be sent twice, none is skipped: we prefer re-sending, because a
+//! checkpoint is only ever written at a delivered boundary, so one that is not a boundary is
+//! damaged and what precedes it may never have been delivered); a segment that cannot be
+//! opened or read is retried, then moved aside, so no error that comes from the files is
+//! returned for ever. A read that meets a fault after reading something hands that out
+//! first; `out` never keeps bytes of a failed read.
+//!
 //! Commit: `commit(pos)` stores `pos` in the state file at once (the writer's `is_drained`
 //! sees it) and persists the checkpoint at most every `checkpoint_interval`, and always when
 //! the oldest segment is fully passed; segments are deleted only after the checkpoint that
@@ -32,13 +43,42 @@ use std::time::Instant;
 
 use super::budget::DiskBudget;
 use super::checkpoint::Checkpoint;
-use super::segment::{list_dir, open_segment, segment_file_name, warn_foreign, SegmentCursor};
+use super::segment::{
+    list_segments, open_segment, quarantine, segment_file_name, warn_foreign, SegmentCursor,
+};
 use super::state::{LockByte, SharedState};
-use super::{JournalError, JournalOptions};
-use crate::queue::record::{pad8, RecordKind};
+use super::{JournalError, JournalOptions, CHECKPOINT_FILE};
+use crate::queue::record::RecordKind;
 use crate::queue::ReadSpan;
 
 const MAX_READ_SEQS: usize = 4096;
+/// Reads in a row that may fail on the same segment (an I/O error) before it is moved aside.
+const STRIKES_BEFORE_QUARANTINE: u32 = 3;
+
+/// Consecutive failed reads of one segment.
+#[derive(Debug, Clone, Copy)]
+struct Strikes {
+    start: u64,
+    count: u32,
+}
+
+/// A read in progress, carried from segment to segment.
+struct Walk {
+    pos: u64,
+    end: u64,
+    max_bytes: usize,
+    span: ReadSpan,
+    next_seq: Option<u64>,
+    relisted: bool,
+}
+
+/// Why a read stopped before its end.
+enum Stop {
+    /// Segment `start` could not be opened or read (see `JournalReader::segment_fault`).
+    Segment { start: u64, error: JournalError },
+    /// Anything else (the directory cannot be listed): returned to the caller.
+    Other(JournalError),
+}
 
 /// The end found by scanning while no writer was alive, and for which writer life.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +106,10 @@ pub struct JournalReader {
     /// `next_seq` (bounded: the uplink reads ahead of what it commits).
     read_seqs: VecDeque<(u64, u64)>,
     committed_next_seq: u64,
+    /// The segment that failed the last read(s), if any.
+    strikes: Option<Strikes>,
+    /// Segments taken out of the stream that could not be moved aside.
+    ignored: Vec<u64>,
 }
 
 fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -78,8 +122,11 @@ fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
 impl JournalReader {
     /// Opens (creating if needed) the journal in `dir` as its only reader; a second reader
     /// is refused with `Locked`. Reading starts at [`JournalReader::committed`], the durable
-    /// checkpoint (or the oldest segment when there is none). Segments the checkpoint has
-    /// already passed (a crash between checkpoint and deletion) are deleted now.
+    /// checkpoint, checked against the segments (see [`JournalReader::start_at_checkpoint`]),
+    /// or the oldest segment when there is none. Segments the checkpoint has already passed
+    /// (a crash between checkpoint and deletion) are deleted now. Only what no retry can
+    /// change is an error here (options, locks, the directory); a segment that cannot be
+    /// read is met again, and handled, by `read`.
     pub fn open(
         dir: &Path,
         budget: DiskBudget,
@@ -88,15 +135,15 @@ impl JournalReader {
         opts.validate()?;
         let state = SharedState::open(dir)?;
         state.lock(LockByte::Reader, "reader")?;
-        let listing = list_dir(dir).map_err(|e| super::dir_error(dir, e))?;
+        let listing = list_segments(dir, opts.read_window).map_err(|e| super::dir_error(dir, e))?;
         warn_foreign(dir, &listing.foreign);
-        let ckpt = Checkpoint::load(dir)?;
-        let first = listing.segments.first().copied().unwrap_or(0);
-        let (committed, persisted) = match ckpt {
-            Some(c) => (c.position.max(first), c.position),
-            None => (first, 0),
+        let ckpt = match Checkpoint::load(dir) {
+            Err(e) if !e.is_retryable() => {
+                tracing::error!(journal = %dir.display(), error = %e, "journal: cannot read the checkpoint; reading starts at the oldest segment (duplicates, not loss)");
+                None
+            }
+            other => other?,
         };
-        state.store_committed(committed);
         let mut r = JournalReader {
             dir: dir.to_path_buf(),
             opts,
@@ -104,17 +151,132 @@ impl JournalReader {
             state,
             segments: listing.segments,
             cursor: None,
-            end: committed,
+            end: 0,
             scanned: None,
-            committed,
-            persisted,
+            committed: 0,
+            persisted: 0,
             last_persist: Instant::now(),
             read_seqs: VecDeque::new(),
             committed_next_seq: ckpt.map_or(0, |c| c.next_seq),
+            strikes: None,
+            ignored: Vec::new(),
         };
-        r.delete_passed()?;
-        r.refresh_end()?;
+        r.start_at_checkpoint(ckpt);
+        if let Err(e) = r.delete_passed() {
+            tracing::warn!(journal = %dir.display(), error = %e, "journal: cannot delete a delivered segment; retried after the next checkpoint");
+        }
+        if let Err(e) = r.refresh_end() {
+            if e.is_retryable() {
+                return Err(e);
+            }
+            tracing::warn!(journal = %dir.display(), error = %e, "journal: cannot find the end of the newest segment yet; reads retry it");
+        }
         Ok(r)
+    }
+
+    /// Sets `committed` and `persisted` from the checkpoint. Its position comes from a file,
+    /// so it is checked against the segments before anything trusts it (nothing is deleted
+    /// on its word before that). Where it is not a record boundary the files hold, reading
+    /// starts at one *before* it rather than after: a record may be sent twice, never lost.
+    ///
+    /// | checkpoint position                         | reading starts at                      |
+    /// |---------------------------------------------|----------------------------------------|
+    /// | a record boundary (the normal case)         | it                                     |
+    /// | inside a record, or not 8-aligned           | the start of that record               |
+    /// | inside a corrupt stretch                    | the start of the stretch (re-skipped)  |
+    /// | past the newest segment's data              | the oldest segment's start             |
+    /// | in a gap between segments, or no segments   | it, rounded up to 8 (nothing is there) |
+    /// | before the oldest segment                   | the oldest segment's start             |
+    /// | beyond `MAX_POSITION`                       | refused when decoded: the oldest start |
+    ///
+    /// A changed position is logged and written back, so the writer (which floors its end at
+    /// the checkpoint) and the next open see the repaired value.
+    fn start_at_checkpoint(&mut self, ckpt: Option<Checkpoint>) {
+        let first = self.segments.first().copied().unwrap_or(0);
+        let persisted = match ckpt {
+            None => 0,
+            Some(c) => {
+                let (settled, why) = self.settle_position(c.position);
+                if let Some(why) = why {
+                    self.store_repaired(c, settled, why);
+                }
+                settled
+            }
+        };
+        self.committed = persisted.max(first);
+        self.persisted = persisted;
+        self.end = self.committed;
+        self.state.store_committed(self.committed);
+    }
+
+    /// Where reading starts for a checkpoint at `pos`, and why it differs, if it does.
+    fn settle_position(&mut self, pos: u64) -> (u64, Option<&'static str>) {
+        let idx = self.segments.partition_point(|&s| s <= pos);
+        if idx == 0 {
+            let up = pos.next_multiple_of(8);
+            return match self.segments.is_empty() && up != pos {
+                true => (up, Some("not 8-aligned (no segment holds it): rounded up")),
+                false => (pos, None),
+            };
+        }
+        let start = self.segments[idx - 1];
+        let newest = idx == self.segments.len();
+        let oldest = self.segments[0];
+        let Ok(Some(cursor)) = self.cursor_for(start) else {
+            return (
+                start,
+                Some("its segment cannot be read now: the segment is read again"),
+            );
+        };
+        let Ok(data_len) = cursor.data_len() else {
+            return (
+                start,
+                Some("its segment cannot be read now: the segment is read again"),
+            );
+        };
+        let data_end = start.saturating_add(data_len.next_multiple_of(8));
+        if pos >= data_end {
+            return match (pos == data_end, newest) {
+                (true, _) => (pos, None),
+                (false, true) => (
+                    oldest,
+                    Some("beyond the data of every segment: everything is read again"),
+                ),
+                (false, false) if pos.is_multiple_of(8) => (pos, None),
+                (false, false) => (
+                    pos.next_multiple_of(8),
+                    Some("not 8-aligned, in a gap between segments: rounded up"),
+                ),
+            };
+        }
+        let verifies = pos.is_multiple_of(8) && matches!(cursor.probe(pos, data_end), Ok(Some(_)));
+        if pos == start || verifies {
+            return (pos, None);
+        }
+        let back = cursor
+            .boundary_at_or_before(start, pos, data_end)
+            .unwrap_or(start);
+        (
+            back,
+            Some("not a record boundary: moved back to the start of the record it falls in"),
+        )
+    }
+
+    /// Logs a repaired checkpoint and stores it (best effort: a failure only means the repair
+    /// is done again at the next open).
+    fn store_repaired(&self, c: Checkpoint, position: u64, why: &'static str) {
+        let path = self.dir.join(CHECKPOINT_FILE);
+        tracing::warn!(
+            path = %path.display(),
+            checkpoint = c.position,
+            position,
+            reason = why,
+            "journal: checkpoint position does not fit the segments; reading starts at `position`"
+        );
+        let repaired = Checkpoint { position, ..c };
+        if let Err(e) = repaired.store(&self.dir) {
+            tracing::warn!(path = %path.display(), error = %e, "journal: cannot store the repaired checkpoint");
+        }
     }
 
     /// Position to start reading from: everything before it was delivered.
@@ -170,24 +332,71 @@ impl JournalReader {
         Ok(self.end)
     }
 
+    /// The end of the valid records of the newest segment; one that cannot be read is
+    /// handled by [`JournalReader::segment_fault`] (and the one before it scanned instead).
     fn scan_end(&mut self) -> Result<u64, JournalError> {
         self.refresh_listing()?;
-        let Some(&start) = self.segments.last() else {
-            return Ok(self.committed);
-        };
+        while let Some(&start) = self.segments.last() {
+            match self.scan_segment_end(start) {
+                Ok(end) => return Ok(end),
+                Err(e) => self.segment_fault(start, e)?,
+            }
+        }
+        Ok(self.committed)
+    }
+
+    fn scan_segment_end(&mut self, start: u64) -> Result<u64, JournalError> {
         let Some(cursor) = self.cursor_for(start)? else {
             return Ok(self.committed);
         };
         let data_len = cursor.data_len().map_err(read_err(&cursor.path))?;
         let scan = cursor
-            .scan(start, start + data_len)
+            .scan(start, start.saturating_add(data_len))
             .map_err(read_err(&cursor.path))?;
         Ok(scan.valid_end)
     }
 
     fn refresh_listing(&mut self) -> Result<(), JournalError> {
-        let listing = list_dir(&self.dir).map_err(|e| super::dir_error(&self.dir, e))?;
+        let listing = list_segments(&self.dir, self.opts.read_window)
+            .map_err(|e| super::dir_error(&self.dir, e))?;
         self.segments = listing.segments;
+        self.segments.retain(|s| !self.ignored.contains(s));
+        Ok(())
+    }
+
+    /// A segment that cannot be opened or read. An error that retrying may fix
+    /// (`is_retryable`) is returned. Otherwise the segment is moved aside (`quarantine/`) and
+    /// `Ok` says reading goes on without it: an unknown format version at once (the same
+    /// bytes give the same answer), an I/O error after [`STRIKES_BEFORE_QUARANTINE`] reads
+    /// in a row have failed on it. The newest segment is moved aside only while no writer
+    /// is alive and nothing of it was handed out; otherwise the error is returned (a live
+    /// writer rolls to a new segment, and the old one is then handled like any other).
+    fn segment_fault(&mut self, start: u64, error: JournalError) -> Result<(), JournalError> {
+        if error.is_retryable() {
+            return Err(error);
+        }
+        let count = match self.strikes {
+            Some(s) if s.start == start => s.count + 1,
+            _ => 1,
+        };
+        self.strikes = Some(Strikes { start, count });
+        let at_once = matches!(error, JournalError::BadSegmentHeader { .. });
+        let newest = self.segments.last() == Some(&start);
+        let writer_may_fill_it =
+            newest && (self.end > start || self.state.is_locked_by_other(LockByte::Published)?);
+        if (!at_once && count < STRIKES_BEFORE_QUARANTINE) || writer_may_fill_it {
+            tracing::warn!(journal = %self.dir.display(), segment = start, failures = count, error = %error, "journal: cannot read a segment; retrying");
+            return Err(error);
+        }
+        let path = self.dir.join(segment_file_name(start));
+        if !quarantine(&self.dir, &path, &error.to_string()) {
+            self.ignored.push(start);
+        }
+        self.segments.retain(|&s| s != start);
+        if self.cursor.as_ref().is_some_and(|c| c.start == start) {
+            self.cursor = None;
+        }
+        self.strikes = None;
         Ok(())
     }
 
@@ -241,99 +450,105 @@ impl JournalReader {
                 end,
             });
         }
-        let mut span = ReadSpan {
-            start: from,
-            end: from,
-            ..ReadSpan::default()
+        let mut walk = Walk {
+            pos: from,
+            end,
+            max_bytes,
+            span: ReadSpan {
+                start: from,
+                end: from,
+                ..ReadSpan::default()
+            },
+            next_seq: None,
+            relisted: false,
         };
-        let mut pos = from;
-        let mut relisted = false;
-        let mut next_seq = None;
-        'segments: while pos < end {
-            // The segment holding `pos`, or the first one after it (a gap).
-            let idx = self.segments.partition_point(|&s| s <= pos);
-            if idx == 0 {
-                match self.segments.first() {
-                    Some(&first) if first <= end => {
-                        pos = first;
-                        continue;
+        let out_len = out.len();
+        loop {
+            match self.walk_segment(&mut walk, out) {
+                Ok(true) => {}
+                Ok(false) => break,
+                // Hand out what was read; the next read meets the fault again, first.
+                Err(_) if walk.pos > from => break,
+                Err(Stop::Segment { start, error }) => match self.segment_fault(start, error) {
+                    Ok(()) => walk.span.corrupt_skipped += 1,
+                    Err(e) => {
+                        out.truncate(out_len);
+                        return Err(e);
                     }
-                    _ if !relisted => {
-                        relisted = true;
-                        self.refresh_listing()?;
-                        continue;
-                    }
-                    _ => break,
-                }
-            }
-            let start = self.segments[idx - 1];
-            let next = self.segments.get(idx).copied();
-            let Some(cursor) = self.cursor_for(start)? else {
-                // Deleted under us (cannot happen: only this reader deletes); re-list.
-                if relisted {
-                    break;
-                }
-                relisted = true;
-                self.refresh_listing()?;
-                continue;
-            };
-            let data_end =
-                start + pad8(cursor.data_len().map_err(read_err(&cursor.path))? as usize) as u64;
-            let seg_end = next.map_or(data_end, |n| data_end.min(n));
-            let lim = seg_end.min(end);
-            if pos >= lim {
-                match next {
-                    Some(n) if n <= end => pos = n,
-                    Some(_) => break,
-                    None if !relisted => {
-                        relisted = true;
-                        self.refresh_listing()?;
-                    }
-                    None => break, // `end` beyond the files (stale end): stop here
-                }
-                continue;
-            }
-            while pos < lim {
-                let probed = cursor.probe(pos, lim).map_err(read_err(&cursor.path))?;
-                match probed {
-                    Some(h) => {
-                        if h.kind == RecordKind::Data {
-                            let len = h.len as usize;
-                            if span.records > 0 && span.bytes + len as u64 > max_bytes as u64 {
-                                break 'segments;
-                            }
-                            out.extend_from_slice(cursor.payload(pos, len));
-                            span.records += 1;
-                            span.bytes += len as u64;
-                            next_seq = Some(h.seq + 1);
-                        }
-                        pos += h.record_len();
-                    }
-                    None => {
-                        let to = cursor
-                            .resync(pos + 8, lim)
-                            .map_err(read_err(&cursor.path))?
-                            .unwrap_or(lim);
-                        tracing::warn!(
-                            path = %cursor.path.display(),
-                            from = pos,
-                            to,
-                            "journal: skipped a corrupt or torn stretch"
-                        );
-                        span.corrupt_skipped += 1;
-                        pos = to;
-                    }
+                },
+                Err(Stop::Other(e)) => {
+                    out.truncate(out_len);
+                    return Err(e);
                 }
             }
         }
-        span.end = pos;
-        if let Some(s) = next_seq {
+        Ok(self.finish_read(from, walk))
+    }
+
+    fn finish_read(&mut self, from: u64, mut walk: Walk) -> Option<ReadSpan> {
+        walk.span.end = walk.pos;
+        if let Some(s) = walk.next_seq {
             if self.read_seqs.len() >= MAX_READ_SEQS {
                 self.read_seqs.pop_front();
             }
-            self.read_seqs.push_back((pos, s));
+            self.read_seqs.push_back((walk.pos, s));
         }
-        Ok((pos > from).then_some(span))
+        if walk.pos > from {
+            self.strikes = None;
+        }
+        (walk.pos > from).then_some(walk.span)
+    }
+
+    /// One step of a read: moves `w.pos` to the segment holding it (or the next one, over a
+    /// gap) and copies that segment's records up to its end. `Ok(false)`: the read is done.
+    fn walk_segment(&mut self, w: &mut Walk, out: &mut Vec<u8>) -> Result<bool, Stop> {
+        if w.pos >= w.end {
+            return Ok(false);
+        }
+        let idx = self.segments.partition_point(|&s| s <= w.pos);
+        if idx == 0 {
+            return match self.segments.first() {
+                Some(&first) if first <= w.end => {
+                    w.pos = first;
+                    Ok(true)
+                }
+                _ => self.relist_once(w),
+            };
+        }
+        let start = self.segments[idx - 1];
+        let next = self.segments.get(idx).copied();
+        let fault = |error| Stop::Segment { start, error };
+        let Some(cursor) = self.cursor_for(start).map_err(fault)? else {
+            // Deleted under us (cannot happen: only this reader deletes); re-list.
+            return self.relist_once(w);
+        };
+        let data_len = cursor
+            .data_len()
+            .map_err(read_err(&cursor.path))
+            .map_err(fault)?;
+        let data_end = start.saturating_add(data_len.next_multiple_of(8));
+        let lim = next.map_or(data_end, |n| data_end.min(n)).min(w.end);
+        if w.pos < lim {
+            return copy_records(cursor, w, lim, out).map_err(fault);
+        }
+        match next {
+            Some(n) if n <= w.end => {
+                w.pos = n;
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+            // `end` beyond the files (stale end, or a newer segment not listed yet).
+            None => self.relist_once(w),
+        }
+    }
+
+    fn relist_once(&mut self, w: &mut Walk) -> Result<bool, Stop> {
+        if w.relisted {
+            return Ok(false);
+        }
+        w.relisted = true;
+        self.refresh_listing().map_err(Stop::Other)?;
+        Ok(true)
     }
 
     /// Records that everything before `pos` (an `end` returned by `read`) was delivered.
@@ -406,6 +621,46 @@ impl JournalReader {
         }
         Ok(())
     }
+}
+
+/// Copies the payloads of the records of one segment from `w.pos` up to `lim` into `out`,
+/// skipping and counting corrupt stretches. `Ok(false)`: `max_bytes` stopped it.
+fn copy_records(
+    cursor: &mut SegmentCursor,
+    w: &mut Walk,
+    lim: u64,
+    out: &mut Vec<u8>,
+) -> Result<bool, JournalError> {
+    while w.pos < lim {
+        let probed = cursor.probe(w.pos, lim).map_err(read_err(&cursor.path))?;
+        let Some(h) = probed else {
+            let to = cursor
+                .resync(w.pos.saturating_add(8), lim)
+                .map_err(read_err(&cursor.path))?
+                .unwrap_or(lim);
+            tracing::warn!(
+                path = %cursor.path.display(),
+                from = w.pos,
+                to,
+                "journal: skipped a corrupt or torn stretch"
+            );
+            w.span.corrupt_skipped += 1;
+            w.pos = to;
+            continue;
+        };
+        if h.kind == RecordKind::Data {
+            let len = h.len as usize;
+            if w.span.records > 0 && w.span.bytes + len as u64 > w.max_bytes as u64 {
+                return Ok(false);
+            }
+            out.extend_from_slice(cursor.payload(w.pos, len));
+            w.span.records += 1;
+            w.span.bytes += len as u64;
+            w.next_seq = Some(h.seq.saturating_add(1));
+        }
+        w.pos += h.record_len();
+    }
+    Ok(true)
 }
 
 impl Drop for JournalReader {

@@ -23,15 +23,34 @@
 //! ```
 //!
 //! The walker never trusts a length it has not checked against the limit it was given, and
-//! every step moves forward by at least 8 bytes, so a walk over any bytes terminates.
+//! every step moves forward by at least 8 bytes, so a walk over any bytes terminates. Its
+//! position arithmetic is checked: a sum that would overflow reads as "not there".
+//!
+//! Names come from outside the process (a damaged disk, a hand edit, an older build), so
+//! [`list_segments`] keeps only names that can be part of the stream and moves the others to
+//! `quarantine/` (never deletes them), logging the path, the fault and where it went:
+//! - a name that is not 8-aligned or lies beyond [`super::MAX_POSITION`] (a pure function of the
+//!   name, so the writer and the reader always agree on it);
+//! - a segment whose name lies inside the *verified records* of the segment before it (an
+//!   overlap). The earlier segment keeps its place: its records were checked one by one, the
+//!   later name is what contradicts them. Bytes past a segment's last valid record (zeros
+//!   after a crash, junk) prove nothing, so a name inside them is kept and the earlier
+//!   segment is read only up to it, as before.
+//!
+//! A gap between segments (the next one starts after the previous one's data ends) is normal
+//! and left alone: the writer makes one after a power cut lost data that was already delivered.
 
+use crate::queue::shared_file::{open_private_file, Create, PrivateDir};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::queue::record::{decode_header, verify, RecordHeader, RecordKind, RECORD_HEADER_LEN};
 
-use super::{CHECKPOINT_FILE, CHECKPOINT_TMP_FILE, SEGMENT_EXT, STATE_FILE};
+use super::{
+    sync_dir, CHECKPOINT_FILE, CHECKPOINT_TMP_FILE, MAX_POSITION, QUARANTINE_DIR, SEGMENT_EXT,
+    STATE_FILE,
+};
 
 /// Size of the segment file header; the first record starts at this file offset.
 pub const SEGMENT_HEADER_LEN: usize = 64;
@@ -136,6 +155,17 @@ pub(crate) enum HeaderProblem {
     Unsupported(String),
 }
 
+/// Why a well-formed segment name cannot be a segment start, if it cannot.
+pub(crate) fn name_problem(start: u64) -> Option<&'static str> {
+    if start > MAX_POSITION {
+        Some("its start position is beyond 2^62, which no writer reaches")
+    } else if !start.is_multiple_of(8) {
+        Some("its start position is not a multiple of 8, so no record can start there")
+    } else {
+        None
+    }
+}
+
 /// What a directory listing found.
 #[derive(Debug, Default)]
 pub(crate) struct Listing {
@@ -143,6 +173,8 @@ pub(crate) struct Listing {
     pub segments: Vec<u64>,
     /// Entries that are not part of a journal (warned about by the caller).
     pub foreign: Vec<PathBuf>,
+    /// Files with a segment's name that no segment can have, and why.
+    pub misnamed: Vec<(PathBuf, &'static str)>,
 }
 
 /// Lists the segments of a journal directory and the entries that do not belong there.
@@ -153,9 +185,13 @@ pub(crate) fn list_dir(dir: &Path) -> std::io::Result<Listing> {
         let name = entry.file_name();
         let known = match name.to_str() {
             Some(STATE_FILE) | Some(CHECKPOINT_FILE) | Some(CHECKPOINT_TMP_FILE) => true,
+            Some(QUARANTINE_DIR) => entry.file_type().is_ok_and(|t| t.is_dir()),
             Some(n) => match parse_segment_name(n) {
                 Some(start) if entry.file_type().is_ok_and(|t| t.is_file()) => {
-                    listing.segments.push(start);
+                    match name_problem(start) {
+                        None => listing.segments.push(start),
+                        Some(why) => listing.misnamed.push((entry.path(), why)),
+                    }
                     true
                 }
                 _ => false,
@@ -168,6 +204,105 @@ pub(crate) fn list_dir(dir: &Path) -> std::io::Result<Listing> {
     }
     listing.segments.sort_unstable();
     Ok(listing)
+}
+
+/// Lists a journal directory for the writer or the reader: misnamed segment files and
+/// segments that overlap the records of the one before are moved to `quarantine/` (see the
+/// module doc) and left out of `segments`.
+pub(crate) fn list_segments(dir: &Path, window: usize) -> std::io::Result<Listing> {
+    let mut listing = list_dir(dir)?;
+    for (path, why) in std::mem::take(&mut listing.misnamed) {
+        quarantine(dir, &path, why);
+    }
+    settle_overlaps(dir, &mut listing.segments, window);
+    Ok(listing)
+}
+
+/// Drops from `segments` (and moves aside) every segment whose start lies inside the verified
+/// records of the segment kept before it.
+fn settle_overlaps(dir: &Path, segments: &mut Vec<u64>, window: usize) {
+    let mut kept: Vec<u64> = Vec::with_capacity(segments.len());
+    for &start in segments.iter() {
+        if let Some(valid_end) = kept
+            .last()
+            .and_then(|&prev| records_past(dir, prev, start, window))
+        {
+            let why = format!(
+                "its start {start} lies inside the records of the segment before it, which run to {valid_end}"
+            );
+            quarantine(dir, &dir.join(segment_file_name(start)), &why);
+            continue;
+        }
+        kept.push(start);
+    }
+    *segments = kept;
+}
+
+/// Where the verified records of segment `prev` end, if that is past `next` (an overlap).
+/// Costs one `stat` unless the file reaches past `next`; then one walk of `prev`. A segment
+/// that cannot be read here proves nothing (the reader meets and handles it later).
+fn records_past(dir: &Path, prev: u64, next: u64, window: usize) -> Option<u64> {
+    let path = dir.join(segment_file_name(prev));
+    let data_len = std::fs::metadata(&path).ok()?.len().saturating_sub(HDR);
+    let data_end = prev.checked_add(data_len)?;
+    if data_end <= next {
+        return None;
+    }
+    let file = open_private_file(&path, Create::No).ok()?;
+    let scan = SegmentCursor::new(prev, path, file, window)
+        .scan(prev, data_end)
+        .ok()?;
+    (scan.valid_end > next).then_some(scan.valid_end)
+}
+
+/// Moves `path` into `dir/quarantine/` (under its own name, or `<name>.<n>` if that is taken)
+/// and logs an error saying why and where it went. Returns false (logged) if it could not be
+/// moved; the caller then leaves it out of the stream all the same.
+pub(crate) fn quarantine(dir: &Path, path: &Path, why: &str) -> bool {
+    let moved = move_aside(dir, path);
+    match &moved {
+        Ok(to) => tracing::error!(
+            journal = %dir.display(),
+            path = %path.display(),
+            moved_to = %to.display(),
+            reason = why,
+            "journal: segment file cannot be part of the stream; moved aside, not deleted (its records are not delivered)"
+        ),
+        Err(e) => tracing::error!(
+            journal = %dir.display(),
+            path = %path.display(),
+            reason = why,
+            error = %e,
+            "journal: segment file cannot be part of the stream and could not be moved aside; ignoring it"
+        ),
+    }
+    moved.is_ok()
+}
+
+fn move_aside(dir: &Path, path: &Path) -> std::io::Result<PathBuf> {
+    let qdir = PrivateDir::open(dir)
+        .and_then(|d| d.subdir(QUARANTINE_DIR, Create::IfMissing))
+        .map_err(std::io::Error::other)?
+        .path()
+        .to_path_buf();
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut to = qdir.join(name);
+    let mut n = 0u32;
+    while std::fs::symlink_metadata(&to).is_ok() {
+        n += 1;
+        if n >= 1000 {
+            return Err(std::io::ErrorKind::AlreadyExists.into());
+        }
+        let mut alt = name.to_os_string();
+        alt.push(format!(".{n}"));
+        to = qdir.join(alt);
+    }
+    std::fs::rename(path, &to)?;
+    sync_dir(dir)?;
+    sync_dir(&qdir)?;
+    Ok(to)
 }
 
 /// Logs each foreign entry once, naming it.
@@ -226,10 +361,14 @@ impl SegmentCursor {
     /// Bytes `pos .. pos + n` (logical positions) if all of them lie below `lim`, read through
     /// the window. Bytes at or past `lim` are never kept (they may be being written).
     fn get(&mut self, pos: u64, n: usize, lim: u64) -> std::io::Result<Option<&[u8]>> {
-        if pos < self.start || pos + n as u64 > lim {
+        let Some(off) = (pos.checked_sub(self.start)).and_then(|d| d.checked_add(HDR)) else {
+            return Ok(None);
+        };
+        if pos.checked_add(n as u64).is_none_or(|e| e > lim) {
             return Ok(None);
         }
-        let off = pos - self.start + HDR;
+        // No overflow below: start <= pos <= pos + n <= lim, and the window lies inside the
+        // file, whose offsets fit in an i64.
         let have = off >= self.win_off && off + n as u64 <= self.win_off + self.win_len as u64;
         if !have {
             let lim_off = lim - self.start + HDR;
@@ -273,8 +412,7 @@ impl SegmentCursor {
         let Ok(h) = decode_header(&raw) else {
             return Ok(None);
         };
-        let total = h.record_len();
-        if pos + total > lim {
+        if pos.checked_add(h.record_len()).is_none_or(|e| e > lim) {
             return Ok(None);
         }
         let payload_len = match h.kind {
@@ -296,7 +434,7 @@ impl SegmentCursor {
     /// First position in `from..lim` (8-aligned steps) where a record verifies, if any.
     pub(crate) fn resync(&mut self, from: u64, lim: u64) -> std::io::Result<Option<u64>> {
         let mut pos = from;
-        while pos + REC_HDR <= lim {
+        while pos.checked_add(REC_HDR).is_some_and(|e| e <= lim) {
             if self.probe(pos, lim)?.is_some() {
                 return Ok(Some(pos));
             }
@@ -323,7 +461,7 @@ impl SegmentCursor {
                 }
                 continue;
             }
-            match self.resync(pos + 8, lim)? {
+            match self.resync(pos.saturating_add(8), lim)? {
                 Some(next) => {
                     res.corrupt += 1;
                     pos = next;
@@ -332,6 +470,33 @@ impl SegmentCursor {
             }
         }
         Ok(res)
+    }
+
+    /// The record boundary at or before `target` when walking from `from` (a boundary, the
+    /// segment start) towards `lim`: `target` itself if a record or a corrupt stretch starts
+    /// there, else the start of the record or corrupt stretch it falls in. Moving back to
+    /// it means that record is sent again (a duplicate), never skipped.
+    pub(crate) fn boundary_at_or_before(
+        &mut self,
+        from: u64,
+        target: u64,
+        lim: u64,
+    ) -> std::io::Result<u64> {
+        let mut pos = from;
+        while pos < target {
+            let next = match self.probe(pos, lim)? {
+                Some(h) => pos + h.record_len(),
+                None => match self.resync(pos.saturating_add(8), lim)? {
+                    Some(next) => next,
+                    None => return Ok(pos),
+                },
+            };
+            if next > target {
+                return Ok(pos);
+            }
+            pos = next;
+        }
+        Ok(pos)
     }
 }
 

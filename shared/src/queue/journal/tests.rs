@@ -746,6 +746,310 @@ fn golden_bytes_pin_the_checkpoint_file() {
     assert!(Checkpoint::decode(&bad).unwrap_err().contains("CRC-32C"));
 }
 
+// ---- Positions and names that do not make sense (issue 8: no stuck states) ----
+
+/// Bytes one `event(i, 100)` record occupies.
+fn rec100() -> u64 {
+    record_len(event(0, 100).len()) as u64
+}
+
+/// Records of `event(_, 100)` per segment of the default fixture.
+fn per_seg() -> usize {
+    ((SEG - HDR) / rec100()) as usize
+}
+
+fn plant_checkpoint(dir: &Path, position: u64) {
+    Checkpoint {
+        position,
+        next_seq: 0,
+        written_us: 0,
+    }
+    .store(dir)
+    .unwrap();
+}
+
+fn quarantined(f: &Fixture) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(f.dir.join(QUARANTINE_DIR)) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+/// Like `drain`, but a read error is retried (as the uplink does) up to 10 times in a row
+/// at the same position before the journal is declared stuck.
+fn drain_retrying(r: &mut JournalReader, max_bytes: usize) -> (Vec<usize>, u32) {
+    let mut events = Vec::new();
+    let mut corrupt = 0;
+    let mut pos = r.committed();
+    let mut out = Vec::new();
+    let mut errors = 0;
+    loop {
+        match r.read(pos, max_bytes, &mut out) {
+            Ok(Some(span)) => {
+                errors = 0;
+                assert_eq!(span.start, pos);
+                events.extend(event_numbers(&out));
+                out.clear();
+                corrupt += span.corrupt_skipped;
+                pos = span.end;
+                r.commit(pos).unwrap();
+            }
+            Ok(None) => return (events, corrupt),
+            Err(e) => {
+                errors += 1;
+                assert!(errors < 10, "stuck at {pos}: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn misaligned_checkpoint_resends_the_record_it_falls_in() {
+    let f = fixture();
+    drop(f.writer_with_records(10));
+    plant_checkpoint(&f.dir, 3 * rec100() + 4);
+    let mut r = f.reader();
+    assert_eq!(r.committed(), 3 * rec100());
+    assert_eq!(drain_retrying(&mut r, 500), ((3..10).collect(), 0));
+    drop(r);
+    let c = Checkpoint::load(&f.dir).unwrap().unwrap();
+    assert_eq!(
+        c.position,
+        10 * rec100(),
+        "the repaired checkpoint moved on"
+    );
+}
+
+#[test]
+fn checkpoint_inside_a_record_resends_that_record() {
+    let f = fixture();
+    drop(f.writer_with_records(10));
+    // 8-aligned, but 16 bytes into the 4th record: not a record boundary.
+    plant_checkpoint(&f.dir, 3 * rec100() + 16);
+    let mut r = f.reader();
+    assert_eq!(r.committed(), 3 * rec100());
+    assert_eq!(drain_retrying(&mut r, 500), ((3..10).collect(), 0));
+}
+
+#[test]
+fn checkpoint_inside_a_record_of_a_later_segment_resends_that_record() {
+    let f = fixture();
+    drop(f.writer_with_records(100));
+    let segs = f.segments();
+    plant_checkpoint(&f.dir, segs[2] + 2 * rec100() + 40);
+    let mut r = f.reader();
+    assert_eq!(r.committed(), segs[2] + 2 * rec100());
+    let first = 2 * per_seg() + 2;
+    assert_eq!(drain_retrying(&mut r, 500), ((first..100).collect(), 0));
+}
+
+#[test]
+fn checkpoint_beyond_the_files_restarts_at_the_oldest_segment() {
+    let f = fixture();
+    drop(f.writer_with_records(100));
+    let segs = f.segments();
+    plant_checkpoint(&f.dir, 1 << 30);
+    let mut r = f.reader();
+    assert_eq!(r.committed(), 0);
+    assert_eq!(
+        f.segments(),
+        segs,
+        "nothing deleted on the bad checkpoint's word"
+    );
+    assert_eq!(drain_retrying(&mut r, 500), ((0..100).collect(), 0));
+    drop(r);
+    // The writer continues after the data, not at the bad checkpoint.
+    let mut w = f.writer();
+    append_all(&mut w, 100..110, |_| 100);
+    let mut r = f.reader();
+    assert_eq!(drain_retrying(&mut r, 500), ((100..110).collect(), 0));
+}
+
+#[test]
+fn checkpoint_near_u64_max_is_ignored_by_reader_and_writer() {
+    for position in [u64::MAX - 7, u64::MAX, 1 << 63] {
+        let f = fixture();
+        drop(f.writer_with_records(40));
+        plant_checkpoint(&f.dir, position);
+        let mut r = f.reader();
+        assert_eq!(r.committed(), 0, "{position}");
+        let mut w = f.writer();
+        append_all(&mut w, 40..45, |_| 100);
+        assert_eq!(drain_retrying(&mut r, 500), ((0..45).collect(), 0));
+        assert!(w.end() < 1 << 20, "{position}: writer end {}", w.end());
+    }
+}
+
+#[test]
+fn checkpoint_in_an_empty_journal_is_rounded_up_to_a_record_boundary() {
+    let f = fixture();
+    std::fs::create_dir_all(&f.dir).unwrap();
+    plant_checkpoint(&f.dir, 4100);
+    let mut r = f.reader();
+    assert_eq!(r.committed(), 4104);
+    let mut w = f.writer();
+    assert_eq!(w.end(), 4104);
+    append_all(&mut w, 0..5, |_| 100);
+    assert_eq!(drain_retrying(&mut r, 500), ((0..5).collect(), 0));
+}
+
+#[test]
+fn misaligned_segment_name_is_moved_to_quarantine_and_reading_goes_on() {
+    let f = fixture();
+    drop(f.writer_with_records(100));
+    let segs = f.segments();
+    let bad = segment_file_name(segs[1] + 4);
+    std::fs::rename(f.seg_path(segs[1]), f.dir.join(&bad)).unwrap();
+    let mut r = f.reader();
+    let (events, corrupt) = drain_retrying(&mut r, 500);
+    let expected: Vec<usize> = (0..100)
+        .filter(|&i| !(per_seg()..2 * per_seg()).contains(&i))
+        .collect();
+    assert_eq!((events, corrupt), (expected, 0));
+    assert_eq!(quarantined(&f), vec![bad]);
+    let mut out = Vec::new();
+    assert_eq!(r.read(r.committed(), 500, &mut out).unwrap(), None);
+}
+
+#[test]
+fn segment_named_near_u64_max_is_moved_to_quarantine() {
+    for start in [u64::MAX - 7, u64::MAX - 4095, 1 << 63] {
+        let f = fixture();
+        drop(f.writer_with_records(40));
+        let bad = segment_file_name(start);
+        std::fs::copy(f.seg_path(0), f.dir.join(&bad)).unwrap();
+        let mut r = f.reader();
+        assert_eq!(drain_retrying(&mut r, 500), ((0..40).collect(), 0));
+        let mut w = f.writer();
+        append_all(&mut w, 40..45, |_| 100);
+        assert_eq!(drain_retrying(&mut r, 500), ((40..45).collect(), 0));
+        assert_eq!(quarantined(&f), vec![bad], "{start}");
+    }
+}
+
+#[test]
+fn writer_alone_moves_an_absurd_newest_segment_aside() {
+    let f = fixture();
+    drop(f.writer_with_records(10));
+    let bad = segment_file_name(u64::MAX - 7);
+    std::fs::copy(f.seg_path(0), f.dir.join(&bad)).unwrap();
+    let mut w = f.writer();
+    assert_eq!(w.end(), 10 * rec100());
+    append_all(&mut w, 10..12, |_| 100);
+    assert_eq!(quarantined(&f), vec![bad]);
+    let mut r = f.reader();
+    assert_eq!(drain_retrying(&mut r, 500), ((0..12).collect(), 0));
+}
+
+#[test]
+fn segment_overlapping_the_records_of_the_previous_one_is_moved_to_quarantine() {
+    let f = fixture();
+    drop(f.writer_with_records(100));
+    let segs = f.segments();
+    // A copy of segment 2 under a name that lies inside segment 0's records.
+    let bad = segment_file_name(5 * rec100());
+    std::fs::copy(f.seg_path(segs[2]), f.dir.join(&bad)).unwrap();
+    let mut r = f.reader();
+    assert_eq!(drain_retrying(&mut r, 500), ((0..100).collect(), 0));
+    assert_eq!(quarantined(&f), vec![bad]);
+}
+
+#[test]
+fn segment_longer_than_its_records_does_not_push_its_successor_aside() {
+    let f = fixture();
+    drop(f.writer_with_records(100));
+    let segs = f.segments();
+    // Zeros appended to a sealed segment (a damaged file system): they overlap the next
+    // segment's range but hold no record, so the next segment keeps its place.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(f.seg_path(segs[0]))
+        .unwrap();
+    file.set_len(SEG + 512).unwrap();
+    let mut r = f.reader();
+    let (events, _) = drain_retrying(&mut r, 500);
+    assert_eq!(events, (0..100).collect::<Vec<_>>());
+    assert!(quarantined(&f).is_empty());
+}
+
+#[test]
+fn gap_between_segments_is_jumped_over() {
+    let f = fixture();
+    drop(f.writer_with_records(100));
+    let segs = f.segments();
+    let last = *segs.last().unwrap();
+    std::fs::rename(f.seg_path(last), f.seg_path(last + 8192)).unwrap();
+    let mut r = f.reader();
+    assert_eq!(drain_retrying(&mut r, 500), ((0..100).collect(), 0));
+    assert!(quarantined(&f).is_empty());
+}
+
+#[test]
+fn unknown_version_of_a_sealed_segment_is_moved_aside_and_reading_goes_on() {
+    let f = fixture();
+    drop(f.writer_with_records(100));
+    let segs = f.segments();
+    let h = SegmentHeader {
+        start: segs[1],
+        capacity: SEG,
+        first_seq: 0,
+        created_us: 0,
+        intake_id: 7,
+    };
+    let mut raw = h.encode();
+    raw[8] = 9;
+    let crc = crc32c::crc32c(&raw[..60]);
+    raw[60..].copy_from_slice(&crc.to_le_bytes());
+    patch(&f.seg_path(segs[1]), 0, &raw);
+    let mut r = f.reader();
+    let (events, corrupt) = drain_retrying(&mut r, 500);
+    let expected: Vec<usize> = (0..100)
+        .filter(|&i| !(per_seg()..2 * per_seg()).contains(&i))
+        .collect();
+    assert_eq!((events, corrupt), (expected, 1));
+    assert_eq!(quarantined(&f), vec![segment_file_name(segs[1])]);
+}
+
+#[test]
+fn unreadable_sealed_segment_is_moved_aside_after_repeated_failures() {
+    let f = fixture();
+    drop(f.writer_with_records(100));
+    let segs = f.segments();
+    let mut r = f.reader();
+    // After the listing, the segment becomes something that cannot be read (EISDIR stands
+    // in for a bad sector: an error that every retry meets again).
+    std::fs::remove_file(f.seg_path(segs[1])).unwrap();
+    std::fs::create_dir(f.seg_path(segs[1])).unwrap();
+    let (events, corrupt) = drain_retrying(&mut r, 500);
+    let expected: Vec<usize> = (0..100)
+        .filter(|&i| !(per_seg()..2 * per_seg()).contains(&i))
+        .collect();
+    assert_eq!((events, corrupt), (expected, 1));
+    assert_eq!(quarantined(&f), vec![segment_file_name(segs[1])]);
+}
+
+#[test]
+fn checkpoint_decode_refuses_absurd_positions_and_keeps_misaligned_ones() {
+    let c = |position| Checkpoint {
+        position,
+        next_seq: 0,
+        written_us: 0,
+    };
+    let e = Checkpoint::decode(&c(MAX_POSITION + 8).encode()).unwrap_err();
+    assert!(e.contains("beyond"), "{e}");
+    assert_eq!(Checkpoint::decode(&c(12).encode()).unwrap().position, 12);
+    assert_eq!(
+        Checkpoint::decode(&c(MAX_POSITION).encode())
+            .unwrap()
+            .position,
+        MAX_POSITION
+    );
+}
+
 /// `cargo test --release -p sekoia-shared --lib journal_bench -- --ignored --nocapture`
 #[test]
 #[ignore]

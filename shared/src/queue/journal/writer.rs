@@ -14,7 +14,10 @@
 //! zeros after a power cut) is truncated, logged with the path and byte count. `seq` continues
 //! from the last valid record (floored by the state file and the checkpoint). If the durable
 //! checkpoint is *ahead* of the recovered end (a power cut lost data the reader had already
-//! delivered), the next segment starts at the checkpoint, so the reader never skips new data.
+//! delivered), the next segment starts at the checkpoint (rounded up to 8), so the reader never
+//! skips new data. Before that, the listing moves misnamed and overlapping segment files to
+//! `quarantine/` (`segment::list_segments`, the same rule as the reader's), so the segment
+//! recovered is one the reader reads too, and no position can overflow.
 //!
 //! Errors: an `Err` from `append` means *this* record was not taken; records buffered before
 //! stay buffered. An `Err` from `flush` keeps every unwritten byte buffered (a partial write is
@@ -28,11 +31,11 @@ use std::time::Instant;
 use super::budget::DiskBudget;
 use super::checkpoint::Checkpoint;
 use super::segment::{
-    list_dir, segment_file_name, warn_foreign, HeaderProblem, SegmentCursor, SegmentHeader, HDR,
-    SEGMENT_HEADER_LEN,
+    list_segments, segment_file_name, warn_foreign, HeaderProblem, SegmentCursor, SegmentHeader,
+    HDR, SEGMENT_HEADER_LEN,
 };
 use super::state::{LockByte, SharedState};
-use super::{sync_dir, unix_micros, JournalError, JournalOptions, SyncPolicy};
+use super::{sync_dir, unix_micros, JournalError, JournalOptions, SyncPolicy, MAX_POSITION};
 use crate::queue::record::{encode_record, record_len};
 use crate::queue::shared_file::{open_private_file, Create, SharedFileError};
 use crate::queue::RecordMeta;
@@ -105,13 +108,17 @@ impl JournalWriter {
         opts.validate()?;
         let state = SharedState::open(dir)?;
         state.lock(LockByte::Writer, "writer")?;
-        let listing = list_dir(dir).map_err(|e| super::dir_error(dir, e))?;
+        let listing = list_segments(dir, opts.read_window).map_err(|e| super::dir_error(dir, e))?;
         warn_foreign(dir, &listing.foreign);
         let ckpt = Checkpoint::load(dir)?.unwrap_or_default();
         let mut floor = ckpt.position;
         if state.is_locked_by_other(LockByte::Reader)? {
             floor = floor.max(state.committed());
         }
+        // The checkpoint is at most MAX_POSITION (checked when decoded); the state file is
+        // derived data. Round up: positions are 8-aligned, and new records must not land
+        // below a position the reader may already consider delivered.
+        let floor = floor.min(MAX_POSITION).next_multiple_of(8);
         let mut w = JournalWriter {
             dir: dir.to_path_buf(),
             intake_id,
@@ -208,7 +215,7 @@ impl JournalWriter {
             if len > HDR {
                 tracing::warn!(path = %path.display(), "journal recovery: rewriting a damaged segment header from the file name");
             }
-            first_seq = first_seq.max(scan.last_seq.map_or(0, |s| s + 1));
+            first_seq = first_seq.max(scan.last_seq.map_or(0, |s| s.saturating_add(1)));
             let h = SegmentHeader {
                 start,
                 capacity,
@@ -228,7 +235,7 @@ impl JournalWriter {
                 source,
             })?;
         }
-        let next_seq = scan.last_seq.map_or(first_seq, |s| s + 1);
+        let next_seq = scan.last_seq.map_or(first_seq, |s| s.saturating_add(1));
         Ok((
             Active {
                 start,
@@ -267,7 +274,7 @@ impl JournalWriter {
                 max: self.max_payload,
             }
         })?;
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.saturating_add(1);
         self.end += rec;
         Ok(true)
     }

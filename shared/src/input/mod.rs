@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use budget::{BudgetLease, ReadBudget, DEFAULT_READ_BUDGET};
 pub use framing::{FrameDecoder, FrameSpan, BUFFER_LIMIT};
-pub use resolver::{Lookup, Resolver};
+pub use resolver::{FirstLookup, Lookup, Resolver, SenderHost, WaitedHost, DEFAULT_WAIT};
 pub use tcp::{serve_tcp, serve_tcp_with_budget};
 pub use tls::{load_server_tls, serve_tls, serve_tls_with_budget, HANDSHAKE_TIMEOUT};
 pub use udp::serve_udp;

@@ -13,7 +13,11 @@
 //!   again after short sleeps (back-pressure reaches the sender through TCP). UDP cannot wait:
 //!   refused datagrams are dropped and counted in [`InputCounters::dropped_full`].
 //! - One connection's problems (slow, hostile, stuck in a handshake, broken) never delay another.
-//! - Sender names come from [`Resolver::host_for`], which never blocks.
+//! - TCP/TLS: a message without a host name is shown under its sender's name from the
+//!   sender's first event: the first frames of a new peer wait (async, per connection, bounded
+//!   by the resolver's wait, 1 s by default) for its reverse lookup, then fall back to the IP,
+//!   counted in [`InputCounters::resolve_timeouts`]. Known senders never wait (see
+//!   `resolver.rs`). UDP uses [`Resolver::host_for`], which never waits.
 
 mod budget;
 mod framing;
@@ -77,6 +81,9 @@ pub struct InputCounters {
     pub read_errors: AtomicU64,
     /// Payload bytes read from sockets (after TLS decryption).
     pub bytes_received: AtomicU64,
+    /// Waits for a new sender's name that ran out of time, so its first events went out under
+    /// its IP: one per TCP/TLS connection.
+    pub resolve_timeouts: AtomicU64,
 }
 
 /// A point-in-time copy of [`InputCounters`].
@@ -91,6 +98,7 @@ pub struct InputCountersSnapshot {
     pub tls_handshake_failures: u64,
     pub read_errors: u64,
     pub bytes_received: u64,
+    pub resolve_timeouts: u64,
 }
 
 impl InputCounters {
@@ -110,6 +118,7 @@ impl InputCounters {
             tls_handshake_failures: get(&self.tls_handshake_failures),
             read_errors: get(&self.read_errors),
             bytes_received: get(&self.bytes_received),
+            resolve_timeouts: get(&self.resolve_timeouts),
         }
     }
 

@@ -13,11 +13,12 @@
 //!   again after short sleeps (back-pressure reaches the sender through TCP). UDP cannot wait:
 //!   refused datagrams are dropped and counted in [`InputCounters::dropped_full`].
 //! - One connection's problems (slow, hostile, stuck in a handshake, broken) never delay another.
-//! - TCP/TLS: a message without a host name is shown under its sender's name from the
-//!   sender's first event: the first frames of a new peer wait (async, per connection, bounded
-//!   by the resolver's wait, 1 s by default) for its reverse lookup, then fall back to the IP,
-//!   counted in [`InputCounters::resolve_timeouts`]. Known senders never wait (see
-//!   `resolver.rs`). UDP uses [`Resolver::host_for`], which never waits.
+//! - A message without a host name is shown under its sender's name from the sender's first
+//!   event: the first frames of a new sender wait (async, bounded by the resolver's wait, 1 s
+//!   by default) for its reverse lookup, then fall back to the IP, counted in
+//!   [`InputCounters::resolve_timeouts`]. TCP/TLS wait per connection; UDP holds a new
+//!   sender's datagrams in a bounded waiting room (`udp/waiting_room.rs`) while other senders' go
+//!   on. Known senders never wait (see `resolver.rs`).
 
 mod budget;
 mod framing;
@@ -82,8 +83,11 @@ pub struct InputCounters {
     /// Payload bytes read from sockets (after TLS decryption).
     pub bytes_received: AtomicU64,
     /// Waits for a new sender's name that ran out of time, so its first events went out under
-    /// its IP: one per TCP/TLS connection.
+    /// its IP: one per TCP/TLS connection, one per UDP sender.
     pub resolve_timeouts: AtomicU64,
+    /// UDP senders whose datagrams, held while their name was looked up, overflowed the
+    /// waiting room and went out at once under the IP (nothing is dropped).
+    pub resolve_wait_overflows: AtomicU64,
 }
 
 /// A point-in-time copy of [`InputCounters`].
@@ -99,6 +103,7 @@ pub struct InputCountersSnapshot {
     pub read_errors: u64,
     pub bytes_received: u64,
     pub resolve_timeouts: u64,
+    pub resolve_wait_overflows: u64,
 }
 
 impl InputCounters {
@@ -119,6 +124,7 @@ impl InputCounters {
             read_errors: get(&self.read_errors),
             bytes_received: get(&self.bytes_received),
             resolve_timeouts: get(&self.resolve_timeouts),
+            resolve_wait_overflows: get(&self.resolve_wait_overflows),
         }
     }
 

@@ -45,7 +45,8 @@ pub fn run(args: &IngestWorkerArgs) -> Result<()> {
         spool::options(&cfg, args.journal_sync == JournalSync::Always),
     );
     let sink = Arc::new(IntakeSink::new(intake.clone(), producer, opener, doorbell));
-    let resolver = Arc::new(Resolver::new(cfg.settings.resolve_hostnames));
+    let wait = std::time::Duration::from_millis(cfg.settings.resolve_timeout_ms);
+    let resolver = Arc::new(Resolver::new(cfg.settings.resolve_hostnames).with_wait(wait));
     let counters = Arc::new(InputCounters::default());
 
     crate::worker_runtime::runtime("ingest")?.block_on(serve(intake, sink, resolver, counters))

@@ -26,6 +26,10 @@ struct Setup {
 }
 
 fn setup(debug_tcp: bool) -> Setup {
+    setup_with(debug_tcp, |b| b)
+}
+
+fn setup_with(debug_tcp: bool, more: impl FnOnce(ForwarderBuilder) -> ForwarderBuilder) -> Setup {
     let certs = TestCerts::new(&["127.0.0.1", "localhost"]);
     let sink = TlsSink::start(&certs);
     let (tcp, udp, tls) = (free_tcp_port(), free_port_both(), free_tcp_port());
@@ -34,10 +38,10 @@ fn setup(debug_tcp: bool) -> Setup {
          - name: Techno2\n  protocol: UDP\n  port: {udp}\n  intake_key: {KEY_UDP}\n\
          - name: Techno3\n  protocol: tls\n  port: {tls}\n  intake_key: {KEY_TLS}\n"
     );
-    let fwd = ForwarderBuilder::new(&yaml, sink.port)
+    let builder = ForwarderBuilder::new(&yaml, sink.port)
         .ca_file(&certs.ca_pem)
-        .certs_dir(&certs.certs_dir())
-        .start();
+        .certs_dir(&certs.certs_dir());
+    let fwd = more(builder).start();
     Setup {
         sink,
         fwd,
@@ -223,6 +227,44 @@ fn udp_datagrams_are_messages() {
     ];
     want.sort();
     assert_eq!(got, want);
+}
+
+/// The name this machine gives 127.0.0.1 (`getent hosts`), if any.
+fn loopback_name() -> Option<String> {
+    let out = Command::new("getent")
+        .args(["hosts", "127.0.0.1"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let name = text.split_whitespace().nth(1)?.to_ascii_lowercase();
+    // A dotted name may lose the local domain; "localhost" never does.
+    (name == "localhost").then_some(name)
+}
+
+#[test]
+fn first_events_of_new_senders_without_hostname_carry_the_reverse_dns_name() {
+    let Some(name) = loopback_name() else {
+        eprintln!("127.0.0.1 is not 'localhost' here; skipped");
+        return;
+    };
+    let s = setup_with(false, |b| b.env("RESOLVE_HOSTNAMES", "true"));
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut tcp = TcpStream::connect(("127.0.0.1", s.tcp)).unwrap();
+    for n in 0..5 {
+        let line = format!("<13>Oct 11 22:14:15 myapp: n{n}\n");
+        udp.send_to(line.as_bytes(), ("127.0.0.1", s.udp)).unwrap();
+        tcp.write_all(line.as_bytes()).unwrap();
+    }
+    drop(tcp);
+    let got = masked(&s.sink.wait_for(10, WAIT));
+    let mut want: Vec<String> = (0..5)
+        .flat_map(|n| {
+            let msg = format!("n{n}");
+            [KEY_UDP, KEY_TCP].map(|key| expect(key, 13, &name, "myapp", "-", &msg))
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "stderr:\n{}", s.fwd.stderr());
 }
 
 #[test]

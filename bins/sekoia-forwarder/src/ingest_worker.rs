@@ -50,7 +50,8 @@ pub fn run(args: &IngestWorkerArgs) -> Result<()> {
     );
     let writer = IntakeWriter::new(&intake.name, producer, opener, doorbell);
     let sink = Arc::new(IntakeSink::new(intake.clone(), writer));
-    let resolver = Arc::new(Resolver::new(cfg.settings.resolve_hostnames));
+    let wait = std::time::Duration::from_millis(cfg.settings.resolve_timeout_ms);
+    let resolver = Arc::new(Resolver::new(cfg.settings.resolve_hostnames).with_wait(wait));
     let counters = Arc::new(InputCounters::default());
 
     crate::worker_runtime::runtime("ingest")?.block_on(serve(intake, sink, resolver, counters))

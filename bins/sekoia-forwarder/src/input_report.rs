@@ -1,6 +1,7 @@
 //! Until the monitoring issue brings stats and `sekoia-ctl`, the ingest worker says in its
 //! log what it had to drop or cut: every interval, the counts that grew; at stop, the totals.
-//! Losses must never be silent.
+//! Losses must never be silent, nor events sent under a sender's IP because its name came
+//! too late (`resolve_timeouts`) or its held datagrams overflowed (`resolve_wait_overflows`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,9 +24,14 @@ pub async fn report_periodically(intake: String, counters: Arc<InputCounters>, e
             grew(|s| s.partial_discarded),
             grew(|s| s.tls_handshake_failures),
         );
-        if dropped + truncated + partial + tls > 0 {
+        let (resolve_timeouts, resolve_overflows) = (
+            grew(|s| s.resolve_timeouts),
+            grew(|s| s.resolve_wait_overflows),
+        );
+        if dropped + truncated + partial + tls + resolve_timeouts + resolve_overflows > 0 {
             warn!(intake = %intake, dropped_full = dropped, truncated, partial_discarded = partial,
-                tls_handshake_failures = tls, every_s = every.as_secs(),
+                tls_handshake_failures = tls, resolve_timeouts,
+                resolve_wait_overflows = resolve_overflows, every_s = every.as_secs(),
                 "input losses and errors in the last interval");
         }
         last = now;
@@ -37,6 +43,7 @@ pub fn report_totals(intake: &str, counters: &InputCounters) {
     let s = counters.snapshot();
     info!(intake = %intake, received = s.received, dropped_full = s.dropped_full,
         truncated = s.truncated, partial_discarded = s.partial_discarded,
-        tls_handshake_failures = s.tls_handshake_failures, connections_total = s.connections_total,
+        tls_handshake_failures = s.tls_handshake_failures, resolve_timeouts = s.resolve_timeouts,
+        resolve_wait_overflows = s.resolve_wait_overflows, connections_total = s.connections_total,
         "input totals");
 }

@@ -4,7 +4,9 @@
 //! and the variable, instead of clap stopping at the first one.
 //!
 //! `--no-resolve` turns reverse DNS off; without it `RESOLVE_HOSTNAMES` (true/false, yes/no,
-//! on/off, 1/0) decides, true by default. `EXTENDED_CONF_DIR` defaults to `/extended_conf`
+//! on/off, 1/0) decides, true by default. `--resolve-timeout` / `RESOLVE_TIMEOUT_MS` is how
+//! long, in milliseconds, a new sender's first events wait for its name (0 to
+//! [`MAX_RESOLVE_TIMEOUT_MS`], default 1000; 0 never waits). `EXTENDED_CONF_DIR` defaults to `/extended_conf`
 //! only when that directory exists.
 
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ use crate::config::size::parse_size;
 use crate::config::Settings;
 
 const DEFAULT_EXTENDED_CONF: &str = "/extended_conf";
+/// Longest `--resolve-timeout`: a TCP connection's first frames wait that long at most.
+pub const MAX_RESOLVE_TIMEOUT_MS: u64 = 30_000;
 
 /// Flags of SPEC §1; flatten into the binary's subcommands with `#[command(flatten)]`.
 #[derive(clap::Args, Debug, Clone)]
@@ -104,6 +108,14 @@ pub struct SettingsArgs {
         hide = true
     )]
     pub resolve_hostnames: Option<String>,
+    /// Milliseconds a new sender's first events wait for its name (0: never wait).
+    #[arg(
+        long = "resolve-timeout",
+        env = "RESOLVE_TIMEOUT_MS",
+        value_name = "MS",
+        default_value = "1000"
+    )]
+    pub resolve_timeout: String,
     /// Prometheus exposition address, e.g. 127.0.0.1:9100 (off when unset).
     #[arg(long, env = "METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
@@ -227,6 +239,18 @@ impl SettingsArgs {
                 }
             }
         };
+        let resolve_timeout_ms = resolve_timeout_ms(&self.resolve_timeout).unwrap_or_else(|| {
+            let what = format!(
+                "\"{}\" is not a whole number of milliseconds from 0 to {MAX_RESOLVE_TIMEOUT_MS}",
+                self.resolve_timeout
+            );
+            bad(
+                "--resolve-timeout / RESOLVE_TIMEOUT_MS",
+                what,
+                "use a number of milliseconds, e.g. 1000 (0: never wait for a name)",
+            );
+            0
+        });
         let metrics_listen = match self
             .metrics_listen
             .as_deref()
@@ -264,6 +288,7 @@ impl SettingsArgs {
                 stats_file: self.stats_file.clone(),
                 uplink_connections,
                 resolve_hostnames,
+                resolve_timeout_ms,
                 metrics_listen,
             }),
             _ => Err(ConfigErrors(problems)),
@@ -278,6 +303,18 @@ fn positive(text: &str) -> Option<u64> {
         return None;
     }
     cleaned.parse().ok().filter(|n| *n >= 1)
+}
+
+/// A whole number of milliseconds from 0 to [`MAX_RESOLVE_TIMEOUT_MS`].
+fn resolve_timeout_ms(text: &str) -> Option<u64> {
+    let cleaned = text.trim().replace('_', "");
+    if cleaned.is_empty() || !cleaned.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    cleaned
+        .parse()
+        .ok()
+        .filter(|ms| *ms <= MAX_RESOLVE_TIMEOUT_MS)
 }
 
 fn parse_bool(text: &str) -> Option<bool> {

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 /// test sets variables.
 static ENV_LOCK: Mutex<()> = Mutex::new(());
 
-const VARS: [&str; 15] = [
+const VARS: [&str; 16] = [
     "SEKOIA_CONFIG",
     "MEMORY_MESSAGES",
     "DISK_SPACE",
@@ -23,6 +23,7 @@ const VARS: [&str; 15] = [
     "STATS_FILE",
     "UPLINK_CONNECTIONS",
     "RESOLVE_HOSTNAMES",
+    "RESOLVE_TIMEOUT_MS",
     "METRICS_LISTEN",
 ];
 
@@ -113,6 +114,7 @@ fn defaults_match_the_spec() {
     );
     assert_eq!(s.uplink_connections, 2);
     assert!(s.resolve_hostnames);
+    assert_eq!(s.resolve_timeout_ms, 1_000);
     assert_eq!(s.metrics_listen, None);
 }
 
@@ -160,6 +162,22 @@ fn resolve_hostnames_accepts_common_boolean_words() {
         assert_eq!(got.ok(), Some(expected), "{text}");
     }
     assert!(problems(&["--resolve-hostnames", "maybe"])[0].contains("RESOLVE_HOSTNAMES"));
+}
+
+#[test]
+fn resolve_timeout_is_milliseconds_from_zero_to_the_maximum() {
+    let _env = Env::with(&[("RESOLVE_TIMEOUT_MS", "250")]);
+    assert_eq!(resolve(&[]).map(|s| s.resolve_timeout_ms).ok(), Some(250));
+    let flag = resolve(&["--resolve-timeout", "0"]).map(|s| s.resolve_timeout_ms);
+    assert_eq!(flag.ok(), Some(0), "the flag wins; 0 never waits");
+    let max = MAX_RESOLVE_TIMEOUT_MS.to_string();
+    let at_max = resolve(&["--resolve-timeout", &max]).map(|s| s.resolve_timeout_ms);
+    assert_eq!(at_max.ok(), Some(MAX_RESOLVE_TIMEOUT_MS));
+    for bad in ["-1", "1s", "", "30001", "1.5"] {
+        let arg = format!("--resolve-timeout={bad}");
+        let found = problems(&[&arg]);
+        assert!(found[0].contains("RESOLVE_TIMEOUT_MS"), "{bad}: {found:?}");
+    }
 }
 
 #[test]

@@ -85,6 +85,7 @@ mod tests {
             stats_file: PathBuf::from("/stats"),
             uplink_connections: 2,
             resolve_hostnames: true,
+            resolve_timeout_ms: 1_000,
             metrics_listen: None,
         }
     }

@@ -58,7 +58,14 @@ pub struct Settings {
     pub stats_file: PathBuf,
     pub uplink_connections: usize,
     pub resolve_hostnames: bool,
+    /// How long a new sender's first events wait for its name, in milliseconds (0: never).
+    #[serde(default = "default_resolve_timeout_ms")]
+    pub resolve_timeout_ms: u64,
     pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+fn default_resolve_timeout_ms() -> u64 {
+    1_000
 }
 
 /// Transport of a port intake. `tcp` and `tls` share the TCP port space.

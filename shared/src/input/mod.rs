@@ -13,7 +13,12 @@
 //!   again after short sleeps (back-pressure reaches the sender through TCP). UDP cannot wait:
 //!   refused datagrams are dropped and counted in [`InputCounters::dropped_full`].
 //! - One connection's problems (slow, hostile, stuck in a handshake, broken) never delay another.
-//! - Sender names come from [`Resolver::host_for`], which never blocks.
+//! - A message without a host name is shown under its sender's name from the sender's first
+//!   event: the first frames of a new sender wait (async, bounded by the resolver's wait, 1 s
+//!   by default) for its reverse lookup, then fall back to the IP, counted in
+//!   [`InputCounters::resolve_timeouts`]. TCP/TLS wait per connection; UDP holds a new
+//!   sender's datagrams in a bounded waiting room (`udp/waiting_room.rs`) while other senders' go
+//!   on. Known senders never wait (see `resolver.rs`).
 
 mod budget;
 mod framing;
@@ -30,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use budget::{BudgetLease, ReadBudget, DEFAULT_READ_BUDGET};
 pub use framing::{FrameDecoder, FrameSpan, BUFFER_LIMIT};
-pub use resolver::{Lookup, Resolver};
+pub use resolver::{FirstLookup, Lookup, Resolver, SenderHost, WaitedHost, DEFAULT_WAIT};
 pub use tcp::{serve_tcp, serve_tcp_with_budget};
 pub use tls::{load_server_tls, serve_tls, serve_tls_with_budget, HANDSHAKE_TIMEOUT};
 pub use udp::serve_udp;
@@ -77,6 +82,12 @@ pub struct InputCounters {
     pub read_errors: AtomicU64,
     /// Payload bytes read from sockets (after TLS decryption).
     pub bytes_received: AtomicU64,
+    /// Waits for a new sender's name that ran out of time, so its first events went out under
+    /// its IP: one per TCP/TLS connection, one per UDP sender.
+    pub resolve_timeouts: AtomicU64,
+    /// UDP senders whose datagrams, held while their name was looked up, overflowed the
+    /// waiting room and went out at once under the IP (nothing is dropped).
+    pub resolve_wait_overflows: AtomicU64,
 }
 
 /// A point-in-time copy of [`InputCounters`].
@@ -91,6 +102,8 @@ pub struct InputCountersSnapshot {
     pub tls_handshake_failures: u64,
     pub read_errors: u64,
     pub bytes_received: u64,
+    pub resolve_timeouts: u64,
+    pub resolve_wait_overflows: u64,
 }
 
 impl InputCounters {
@@ -110,6 +123,8 @@ impl InputCounters {
             tls_handshake_failures: get(&self.tls_handshake_failures),
             read_errors: get(&self.read_errors),
             bytes_received: get(&self.bytes_received),
+            resolve_timeouts: get(&self.resolve_timeouts),
+            resolve_wait_overflows: get(&self.resolve_wait_overflows),
         }
     }
 

@@ -15,6 +15,11 @@
 //! KiB, never a 256 KB buffer. No idle timeout: idle senders stay connected (TCP keepalive,
 //! 2 min idle then 4 probes 30 s apart, notices dead peers).
 //!
+//! Sender names: the peer's lookup starts at accept (so it overlaps a TLS handshake), and
+//! the connection's first delivery awaits it, bounded by the resolver's wait (a timeout is
+//! counted in `resolve_timeouts`; shutdown ends it early). Only this connection waits; the
+//! others go on.
+//!
 //! Shutdown (watch channel `true`): stop accepting and reading, deliver what was already
 //! framed plus a partial LF frame (as at close), then return. Frames the sink still refuses
 //! after [`SHUTDOWN_GRACE`] are counted in `dropped_full` and logged.
@@ -30,7 +35,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::budget::{BudgetLease, ReadBudget, DEFAULT_READ_BUDGET};
 use super::framing::{FrameDecoder, FrameSpan};
-use super::{shutdown_requested, InputCounters, InputError, MessageSink, Resolver};
+use super::{shutdown_requested, InputCounters, InputError, MessageSink, Resolver, SenderHost};
 
 /// Read window every connection has without a budget lease.
 pub(crate) const BASE_WINDOW: usize = 4 << 10;
@@ -103,6 +108,7 @@ pub(crate) async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let open = OpenConnection::new(shared.counters.clone());
+                    shared.names.prefetch(peer.ip());
                     set_keepalive(&stream, peer);
                     let task = connection(stream, peer, tls.clone(), shared.clone(), shutdown.clone());
                     connections.spawn(async move {
@@ -226,11 +232,11 @@ async fn deliver(
     let truncated = spans.iter().filter(|s| s.truncated).count();
     InputCounters::add(&counters.truncated, truncated as u64);
     let frames: Vec<_> = spans.iter().map(|s| decoder.frame(s)).collect();
+    let host = sender_host(shared, peer, shutdown).await;
     let mut done = 0;
     let mut pause = RETRY_START;
     let mut give_up_at: Option<Instant> = None;
     loop {
-        let host = shared.names.host_for(peer.ip());
         let rest = &frames[done..];
         let accepted = shared.sink.deliver(peer, &host, rest).min(rest.len());
         done += accepted;
@@ -251,6 +257,30 @@ async fn deliver(
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(RETRY_MAX);
+    }
+}
+
+/// The host to show for `peer`: at once when known; for a new sender, after its first
+/// lookup (bounded by the resolver's wait; a timeout is counted and gives the IP). Shutdown
+/// ends the wait early with what is known then.
+async fn sender_host(
+    shared: &Listener,
+    peer: SocketAddr,
+    shutdown: &watch::Receiver<bool>,
+) -> Arc<str> {
+    let first = match shared.names.host_or_wait(peer.ip()) {
+        SenderHost::Known(host) => return host,
+        SenderHost::Pending(first) => first,
+    };
+    let mut stop = shutdown.clone();
+    tokio::select! {
+        waited = first.wait() => {
+            if waited.timed_out {
+                InputCounters::add(&shared.counters.resolve_timeouts, 1);
+            }
+            waited.host
+        }
+        _ = shutdown_requested(&mut stop) => shared.names.host_for(peer.ip()),
     }
 }
 

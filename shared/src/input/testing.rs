@@ -1,11 +1,12 @@
-//! Test support: a [`MessageSink`] that records what it accepts and can play a full queue.
+//! Test support: a [`MessageSink`] that records what it accepts and can play a full queue, and
+//! a reverse lookup held back by a gate.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Frame, MessageSink};
+use super::{Frame, Lookup, MessageSink, Resolver};
 
 /// One accepted message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,5 +90,72 @@ impl MessageSink for RecordingSink {
             });
         }
         take
+    }
+}
+
+/// A reverse lookup for tests: the `slow` address answers `slow.example` only once the gate is
+/// opened (at the latest after [`GATE_LIMIT`], so a forgotten gate cannot hang a test); every
+/// other address answers `fast.example` at once.
+pub(crate) struct GatedLookup {
+    open: Mutex<bool>,
+    opened: Condvar,
+    asked: AtomicBool,
+    answered: AtomicBool,
+}
+
+/// Longest a gated lookup waits for its gate.
+pub(crate) const GATE_LIMIT: Duration = Duration::from_secs(20);
+
+impl GatedLookup {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+            asked: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
+        })
+    }
+
+    /// A resolver using this lookup, whose new senders wait at most `wait`.
+    pub fn resolver(self: &Arc<Self>, slow: IpAddr, wait: Duration) -> Arc<Resolver> {
+        let gate = self.clone();
+        let lookup: Lookup = Arc::new(move |ip| {
+            if ip != slow {
+                return Some("fast.example".to_string());
+            }
+            gate.asked.store(true, Ordering::SeqCst);
+            let open = gate.open.lock().unwrap();
+            let (_open, _) = gate
+                .opened
+                .wait_timeout_while(open, GATE_LIMIT, |open| !*open)
+                .unwrap();
+            gate.answered.store(true, Ordering::SeqCst);
+            Some("slow.example".to_string())
+        });
+        Arc::new(Resolver::with_lookup(lookup, None).with_wait(wait))
+    }
+
+    pub fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    /// The slow address's lookup has started.
+    pub fn asked(&self) -> bool {
+        self.asked.load(Ordering::SeqCst)
+    }
+
+    /// The slow address's lookup has answered.
+    pub fn answered(&self) -> bool {
+        self.answered.load(Ordering::SeqCst)
+    }
+}
+
+/// Polls `done` every few milliseconds until it holds, panicking after `limit`.
+pub(crate) async fn wait_for(limit: Duration, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -9,7 +9,8 @@
 //! completes only holds its own task. Failed handshakes are counted in
 //! `tls_handshake_failures`; protocol errors and timeouts are logged at `warn` with the peer
 //! address, a peer closing before any handshake (load-balancer TCP health checks) at `debug`.
-//! After the handshake the framing loop is the TCP one.
+//! After the handshake the framing loop is the TCP one, including its wait for a new sender's
+//! name; that lookup starts at accept, so it runs during the handshake.
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -10,6 +10,10 @@
 //! into one arena without copies, then delivered: one `deliver` call per run of datagrams
 //! from the same sender. UDP cannot push back, so frames the sink refuses are dropped and
 //! counted in `dropped_full` (SPEC §6).
+//!
+//! Sender names: a run of datagrams from a known sender goes out at once (one resolver lookup
+//! per run); the datagrams of a new sender whose first lookup runs wait, in order and bounded,
+//! in the [`WaitingRoom`] while the other senders' go on (see `udp/waiting_room.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +22,9 @@ use tokio::sync::watch;
 
 use super::MAX_MESSAGE;
 use super::{shutdown_requested, Frame, InputCounters, InputError, MessageSink, Resolver};
+use waiting_room::{Outlet, RoomLimits, Route, WaitingRoom};
+
+mod waiting_room;
 
 /// Receive buffer asked of the kernel for the socket.
 pub(crate) const RECV_BUFFER: usize = 8 << 20;
@@ -34,7 +41,19 @@ pub async fn serve_udp(
     sink: Arc<dyn MessageSink>,
     names: Arc<Resolver>,
     c: Arc<InputCounters>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), InputError> {
+    serve_udp_with_room(s, sink, names, c, shutdown, RoomLimits::default()).await
+}
+
+/// [`serve_udp`] with explicit waiting-room limits.
+pub(crate) async fn serve_udp_with_room(
+    s: std::net::UdpSocket,
+    sink: Arc<dyn MessageSink>,
+    names: Arc<Resolver>,
+    c: Arc<InputCounters>,
     mut shutdown: watch::Receiver<bool>,
+    limits: RoomLimits,
 ) -> Result<(), InputError> {
     let adopt = |source| InputError::AdoptSocket {
         kind: "UDP",
@@ -45,40 +64,64 @@ pub async fn serve_udp(
     let socket = tokio::net::UdpSocket::from_std(s).map_err(adopt)?;
     let mut arena = vec![0u8; ARENA];
     let mut received: Vec<(SocketAddr, std::ops::Range<usize>)> = Vec::new();
+    let mut room = WaitingRoom::new(limits);
+    let out = Outlet {
+        sink: sink.as_ref(),
+        names: &names,
+        counters: &c,
+    };
     loop {
         tokio::select! {
-            _ = shutdown_requested(&mut shutdown) => return Ok(()),
+            _ = shutdown_requested(&mut shutdown) => {
+                room.release_all(&out);
+                return Ok(());
+            }
+            Some(done) = room.next_done(), if room.is_waiting() => {
+                room.release(done, &out);
+                continue;
+            }
             ready = socket.readable() => ready.map_err(InputError::Receive)?,
         }
-        let mut used = 0;
-        received.clear();
-        while received.len() < BATCH_DATAGRAMS && used + SLOT <= arena.len() {
-            match socket.try_recv_from(&mut arena[used..used + SLOT]) {
-                Ok((n, peer)) => {
-                    InputCounters::add(&c.bytes_received, n as u64);
-                    received.push((peer, used..used + n));
-                    used += n;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    InputCounters::add(&c.read_errors, 1);
-                    tracing::debug!(error = %e, "UDP receive failed");
-                    break;
-                }
-            }
-        }
-        deliver_batch(&arena, &received, sink.as_ref(), &names, &c);
+        receive_batch(&socket, &mut arena, &mut received, &c);
+        deliver_batch(&arena, &received, &out, &mut room);
     }
 }
 
-/// Delivers one batch, one call per run of datagrams from the same sender.
+/// Receives datagrams into `arena` until the socket would block or the batch is full.
+fn receive_batch(
+    socket: &tokio::net::UdpSocket,
+    arena: &mut [u8],
+    received: &mut Vec<(SocketAddr, std::ops::Range<usize>)>,
+    c: &InputCounters,
+) {
+    let mut used = 0;
+    received.clear();
+    while received.len() < BATCH_DATAGRAMS && used + SLOT <= arena.len() {
+        match socket.try_recv_from(&mut arena[used..used + SLOT]) {
+            Ok((n, peer)) => {
+                InputCounters::add(&c.bytes_received, n as u64);
+                received.push((peer, used..used + n));
+                used += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                InputCounters::add(&c.read_errors, 1);
+                tracing::debug!(error = %e, "UDP receive failed");
+                break;
+            }
+        }
+    }
+}
+
+/// Delivers one batch, one call per run of datagrams from the same sender (or holds the run
+/// in the waiting room while the sender's first lookup runs).
 fn deliver_batch(
     arena: &[u8],
     received: &[(SocketAddr, std::ops::Range<usize>)],
-    sink: &dyn MessageSink,
-    names: &Resolver,
-    c: &InputCounters,
+    out: &Outlet<'_>,
+    room: &mut WaitingRoom,
 ) {
+    let c = out.counters;
     let mut frames = Vec::with_capacity(received.len());
     let mut rest = received;
     while let Some((peer, _)) = rest.first() {
@@ -96,9 +139,10 @@ fn deliver_batch(
         InputCounters::add(&c.received, frames.len() as u64);
         let truncated = frames.iter().filter(|f| f.truncated).count();
         InputCounters::add(&c.truncated, truncated as u64);
-        let host = names.host_for(peer.ip());
-        let accepted = sink.deliver(*peer, &host, &frames).min(frames.len());
-        InputCounters::add(&c.dropped_full, (frames.len() - accepted) as u64);
+        match room.route(peer.ip(), out.names) {
+            Route::Now(host) => out.deliver(*peer, &host, &frames),
+            Route::Hold => room.hold(*peer, &frames, out),
+        }
     }
 }
 

@@ -53,6 +53,7 @@ impl Fixture {
             stats_file: self.path("stats.log"),
             uplink_connections: 2,
             resolve_hostnames: true,
+            resolve_timeout_ms: 1_000,
             metrics_listen: None,
         }
     }

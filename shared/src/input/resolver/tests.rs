@@ -1,7 +1,7 @@
 //! Resolver behaviours, with an injected lookup function instead of DNS.
 
 use super::*;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 fn ip(text: &str) -> IpAddr {
@@ -228,4 +228,148 @@ fn system_lookup_of_loopback_answers_without_failing() {
         "127.0.0.1",
         "first answer is the IP"
     );
+}
+
+/// A lookup that answers `name` after `delay`, for any address, counting its calls.
+fn slow_lookup(name: &'static str, delay: Duration, calls: Arc<AtomicUsize>) -> Lookup {
+    Arc::new(move |_| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(delay);
+        Some(name.to_string())
+    })
+}
+
+#[tokio::test]
+async fn first_event_of_a_new_sender_waits_for_its_name() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let lookup = slow_lookup("slow.example", Duration::from_millis(200), calls.clone());
+    let resolver = Resolver::with_lookup(lookup, None).with_wait(Duration::from_secs(5));
+    let addr = ip("192.0.2.20");
+    let started = Instant::now();
+    let first = resolver.host_waiting(addr).await;
+    assert_eq!(&*first.host, "slow.example");
+    assert!(!first.timed_out);
+    assert!(started.elapsed() >= Duration::from_millis(150), "it waited");
+    let again = resolver.host_or_wait(addr);
+    assert!(
+        matches!(again, SenderHost::Known(ref h) if &**h == "slow.example"),
+        "known at once afterwards"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn every_waiter_of_one_new_sender_gets_the_name_from_one_lookup() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let lookup = slow_lookup("shared.example", Duration::from_millis(200), calls.clone());
+    let resolver = Arc::new(Resolver::with_lookup(lookup, None).with_wait(Duration::from_secs(5)));
+    let addr = ip("192.0.2.21");
+    let waits = (0..3).map(|_| {
+        let resolver = resolver.clone();
+        tokio::spawn(async move { resolver.host_waiting(addr).await })
+    });
+    for wait in waits.collect::<Vec<_>>() {
+        assert_eq!(&*wait.await.unwrap().host, "shared.example");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn lookup_slower_than_the_wait_falls_back_to_the_ip_then_the_name_follows() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let lookup = slow_lookup("late.example", Duration::from_millis(400), calls);
+    let resolver = Resolver::with_lookup(lookup, None).with_wait(Duration::from_millis(100));
+    let addr = ip("192.0.2.22");
+    let started = Instant::now();
+    let first = resolver.host_waiting(addr).await;
+    assert_eq!(&*first.host, "192.0.2.22");
+    assert!(first.timed_out, "the timeout is reported");
+    assert!(
+        started.elapsed() < Duration::from_millis(350),
+        "bounded by the wait"
+    );
+    // Past the deadline nobody waits for this sender: the IP at once, not timed out again.
+    let later = resolver.host_waiting(addr).await;
+    assert_eq!(
+        later,
+        WaitedHost {
+            host: Arc::from("192.0.2.22"),
+            timed_out: false
+        }
+    );
+    wait_for_host(&resolver, addr, "late.example");
+}
+
+#[tokio::test]
+async fn zero_wait_never_waits() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let lookup = slow_lookup("n.example", Duration::from_millis(200), calls);
+    let resolver = Resolver::with_lookup(lookup, None).with_wait(Duration::ZERO);
+    let addr = ip("192.0.2.23");
+    assert!(matches!(resolver.host_or_wait(addr), SenderHost::Known(_)));
+    wait_for_host(&resolver, addr, "n.example");
+}
+
+#[tokio::test]
+async fn disabled_resolver_never_waits() {
+    let resolver = Resolver::new(false);
+    let host = resolver.host_or_wait(ip("192.0.2.24"));
+    assert!(matches!(host, SenderHost::Known(ref h) if &**h == "192.0.2.24"));
+}
+
+#[tokio::test]
+async fn expired_name_is_served_without_waiting_while_it_refreshes() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let lookup = slow_lookup("kept.example", Duration::from_millis(300), calls.clone());
+    let resolver = Resolver::with_lookup(lookup, None)
+        .with_ttls(Duration::from_millis(50), Duration::from_millis(50))
+        .with_wait(Duration::from_secs(5));
+    let addr = ip("192.0.2.25");
+    assert_eq!(&*resolver.host_waiting(addr).await.host, "kept.example");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while calls.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "no refresh started");
+        let host = resolver.host_or_wait(addr);
+        assert!(matches!(host, SenderHost::Known(ref h) if &**h == "kept.example"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn new_senders_beyond_the_concurrent_lookups_queue_and_all_get_their_names() {
+    let active = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let lookup: Lookup = {
+        let (active, peak) = (active.clone(), peak.clone());
+        Arc::new(move |addr| {
+            let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            active.fetch_sub(1, Ordering::SeqCst);
+            Some(format!("h{}", addr.to_string().replace('.', "-")))
+        })
+    };
+    let resolver = Arc::new(Resolver::with_lookup(lookup, None).with_wait(Duration::from_secs(10)));
+    let senders = 4 * MAX_CONCURRENT_LOOKUPS as u8;
+    let waits: Vec<_> = (1..=senders)
+        .map(|n| {
+            let resolver = resolver.clone();
+            let addr = IpAddr::from([10, 2, 0, n]);
+            tokio::spawn(async move { (addr, resolver.host_waiting(addr).await) })
+        })
+        .collect();
+    let started = Instant::now();
+    for wait in waits {
+        let (addr, got) = wait.await.unwrap();
+        assert!(!got.timed_out, "{addr} timed out");
+        assert_eq!(
+            &*got.host,
+            format!("h{}", addr.to_string().replace('.', "-"))
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "queued lookups run in turn"
+    );
+    assert!(peak.load(Ordering::SeqCst) <= MAX_CONCURRENT_LOOKUPS);
 }

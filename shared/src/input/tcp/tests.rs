@@ -1,7 +1,7 @@
 //! TCP listener behaviours on 127.0.0.1:0 with a recording sink.
 
 use super::*;
-use crate::input::testing::RecordingSink;
+use crate::input::testing::{wait_for, GatedLookup, RecordingSink};
 use crate::input::MAX_MESSAGE;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -19,11 +19,18 @@ struct Server {
 
 impl Server {
     async fn start(sink: Arc<RecordingSink>, budget: Arc<ReadBudget>) -> Self {
+        Self::start_named(sink, budget, Arc::new(Resolver::new(false))).await
+    }
+
+    async fn start_named(
+        sink: Arc<RecordingSink>,
+        budget: Arc<ReadBudget>,
+        names: Arc<Resolver>,
+    ) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let counters = Arc::new(InputCounters::new());
         let (stop, shutdown) = watch::channel(false);
-        let names = Arc::new(Resolver::new(false));
         let serve = serve_tcp_with_budget(
             listener,
             sink.clone(),
@@ -308,4 +315,76 @@ fn read_window_grows_while_reads_fill_it_and_shrinks_when_idle() {
     assert_eq!(next_window(MAX_WINDOW, MAX_WINDOW, MAX_WINDOW), MAX_WINDOW);
     assert_eq!(next_window(MAX_WINDOW, 10, MAX_WINDOW), MAX_WINDOW / 2);
     assert_eq!(next_window(BASE_WINDOW, 10, BASE_WINDOW), BASE_WINDOW);
+}
+
+/// A connection from `local` (any 127.0.0.0/8 address works on loopback).
+async fn connect_from(local: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+const SLOW: &str = "127.0.0.2";
+
+#[tokio::test]
+async fn first_frames_of_a_new_sender_carry_its_name_while_a_known_sender_goes_on() {
+    let gate = GatedLookup::new();
+    let names = gate.resolver(SLOW.parse().unwrap(), PATIENCE);
+    let known = names.host_waiting("127.0.0.1".parse().unwrap()).await;
+    assert_eq!(&*known.host, "fast.example");
+    let budget = ReadBudget::new(DEFAULT_READ_BUDGET);
+    let server = Server::start_named(RecordingSink::new(), budget, names).await;
+    let mut slow = connect_from(SLOW, server.addr).await;
+    slow.write_all(b"slow first\n").await.unwrap();
+    let counters = server.counters.clone();
+    wait_for(PATIENCE, "the slow frame", || {
+        counters.snapshot().received == 1
+    })
+    .await;
+    wait_for(PATIENCE, "the slow lookup", || gate.asked()).await;
+    send_and_close(server.addr, b"known\n").await;
+    let sink = &server.sink;
+    sink.wait_until(PATIENCE, "the known sender's message", |s| s.count() == 1)
+        .await;
+    assert_eq!(sink.texts(), strings(&["known"]));
+    assert!(
+        !gate.answered(),
+        "delivered before the slow lookup answered"
+    );
+    gate.open();
+    sink.wait_until(PATIENCE, "the slow sender's message", |s| s.count() == 2)
+        .await;
+    let messages = sink.messages.lock().unwrap().clone();
+    assert_eq!(messages[0].host, "fast.example");
+    assert_eq!(messages[1].bytes, b"slow first");
+    assert_eq!(
+        messages[1].host, "slow.example",
+        "the first event has the name"
+    );
+    assert_eq!(counters.snapshot().resolve_timeouts, 0);
+    drop(slow);
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn new_sender_whose_lookup_outlasts_the_wait_goes_out_under_its_ip_counted() {
+    let gate = GatedLookup::new();
+    let names = gate.resolver(SLOW.parse().unwrap(), Duration::from_millis(100));
+    let budget = ReadBudget::new(DEFAULT_READ_BUDGET);
+    let server = Server::start_named(RecordingSink::new(), budget, names).await;
+    let mut slow = connect_from(SLOW, server.addr).await;
+    slow.write_all(b"one\n").await.unwrap();
+    let sink = &server.sink;
+    sink.wait_until(PATIENCE, "the message", |s| s.count() == 1)
+        .await;
+    slow.write_all(b"two\n").await.unwrap();
+    sink.wait_until(PATIENCE, "the second message", |s| s.count() == 2)
+        .await;
+    let messages = sink.messages.lock().unwrap().clone();
+    assert_eq!(messages[0].host, SLOW);
+    assert_eq!(messages[1].host, SLOW, "no second wait past the deadline");
+    assert_eq!(server.counters.snapshot().resolve_timeouts, 1);
+    gate.open();
+    drop(slow);
+    server.shut_down().await;
 }

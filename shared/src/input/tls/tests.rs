@@ -5,7 +5,7 @@
 //! reference's documentation tells users to; PKCS#8 keys come from rcgen.
 
 use super::*;
-use crate::input::testing::RecordingSink;
+use crate::input::testing::{wait_for, GatedLookup, RecordingSink};
 use std::path::PathBuf;
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
@@ -137,6 +137,10 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
+        Self::start_named(Arc::new(Resolver::new(false))).await
+    }
+
+    async fn start_named(names: Arc<Resolver>) -> Self {
         let id = rcgen_identity();
         let config = Arc::new(load_server_tls(&id.key, &id.cert).unwrap());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -144,7 +148,6 @@ impl Server {
         let sink = RecordingSink::new();
         let counters = Arc::new(InputCounters::new());
         let (stop, shutdown) = watch::channel(false);
-        let names = Arc::new(Resolver::new(false));
         let serve = serve_tls(
             listener,
             config,
@@ -167,11 +170,22 @@ impl Server {
     }
 
     async fn send(&self, connector: &TlsConnector, bytes: &[u8]) {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = connector.connect(name, tcp).await.unwrap();
+        let mut tls = self.connect_from("127.0.0.1", connector).await;
         tls.write_all(bytes).await.unwrap();
         tls.shutdown().await.unwrap();
+    }
+
+    /// A TLS connection from `local` (any 127.0.0.0/8 address works on loopback).
+    async fn connect_from(
+        &self,
+        local: &str,
+        connector: &TlsConnector,
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+        let tcp = socket.connect(self.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        connector.connect(name, tcp).await.unwrap()
     }
 
     async fn shut_down(self) {
@@ -270,5 +284,44 @@ async fn failed_handshake_is_counted() {
         .wait_until(PATIENCE, "the handshake failure", failed)
         .await;
     assert_eq!(server.sink.count(), 0);
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn first_frames_of_a_new_sender_carry_its_name_while_a_known_sender_goes_on() {
+    let gate = GatedLookup::new();
+    let names = gate.resolver("127.0.0.2".parse().unwrap(), PATIENCE);
+    let known = names.host_waiting("127.0.0.1".parse().unwrap()).await;
+    assert_eq!(&*known.host, "fast.example");
+    let server = Server::start_named(names).await;
+    let client = connector(&server.cert_der, false);
+    let mut slow = server.connect_from("127.0.0.2", &client).await;
+    slow.write_all(b"slow first\n").await.unwrap();
+    let counters = server.counters.clone();
+    wait_for(PATIENCE, "the slow frame", || {
+        counters.snapshot().received == 1
+    })
+    .await;
+    server.send(&client, b"known\n").await;
+    let sink = &server.sink;
+    sink.wait_until(PATIENCE, "the known sender's message", |s| s.count() == 1)
+        .await;
+    assert_eq!(sink.texts(), ["known"]);
+    assert!(
+        !gate.answered(),
+        "delivered before the slow lookup answered"
+    );
+    gate.open();
+    sink.wait_until(PATIENCE, "the slow sender's message", |s| s.count() == 2)
+        .await;
+    let messages = sink.messages.lock().unwrap().clone();
+    assert_eq!(messages[0].host, "fast.example");
+    assert_eq!(messages[1].bytes, b"slow first");
+    assert_eq!(
+        messages[1].host, "slow.example",
+        "the first event has the name"
+    );
+    assert_eq!(counters.snapshot().resolve_timeouts, 0);
+    drop(slow);
     server.shut_down().await;
 }

@@ -1,7 +1,7 @@
 //! UDP listener behaviours on 127.0.0.1:0 with a recording sink.
 
 use super::*;
-use crate::input::testing::RecordingSink;
+use crate::input::testing::{wait_for, GatedLookup, RecordingSink};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -15,12 +15,17 @@ struct Server {
 }
 
 fn start(sink: Arc<RecordingSink>) -> Server {
+    start_named(sink, Arc::new(Resolver::new(false)), RoomLimits::default())
+}
+
+fn start_named(sink: Arc<RecordingSink>, names: Arc<Resolver>, limits: RoomLimits) -> Server {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap();
     let counters = Arc::new(InputCounters::new());
     let (stop, shutdown) = watch::channel(false);
-    let names = Arc::new(Resolver::new(false));
-    let task = tokio::spawn(serve_udp(socket, sink, names, counters.clone(), shutdown));
+    let counted = counters.clone();
+    let serve = serve_udp_with_room(socket, sink, names, counted, shutdown, limits);
+    let task = tokio::spawn(serve);
     Server {
         addr,
         counters,
@@ -162,6 +167,125 @@ async fn ipv6_senders_are_received() {
         task,
     })
     .await;
+}
+
+const SLOW: &str = "127.0.0.2";
+
+/// A server whose resolver holds back `SLOW`'s lookup until the gate opens; 127.0.0.1 is
+/// already known.
+async fn start_gated(
+    wait: Duration,
+    limits: RoomLimits,
+) -> (Server, Arc<RecordingSink>, Arc<GatedLookup>) {
+    let gate = GatedLookup::new();
+    let names = gate.resolver(SLOW.parse().unwrap(), wait);
+    let known = names.host_waiting("127.0.0.1".parse().unwrap()).await;
+    assert_eq!(&*known.host, "fast.example");
+    let sink = RecordingSink::new();
+    (start_named(sink.clone(), names, limits), sink, gate)
+}
+
+fn received(server: &Server, n: u64) -> impl Fn() -> bool {
+    let counters = server.counters.clone();
+    move || counters.snapshot().received == n
+}
+
+#[tokio::test]
+async fn new_sender_datagrams_wait_in_order_for_its_name_while_a_known_sender_goes_on() {
+    let (server, sink, gate) = start_gated(PATIENCE, RoomLimits::default()).await;
+    let slow = std::net::UdpSocket::bind(format!("{SLOW}:0")).unwrap();
+    let known = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    slow.send_to(b"s1", server.addr).unwrap();
+    slow.send_to(b"s2", server.addr).unwrap();
+    wait_for(PATIENCE, "the slow lookup", || gate.asked()).await;
+    known.send_to(b"k1", server.addr).unwrap();
+    sink.wait_until(PATIENCE, "the known datagram", |s| s.count() == 1)
+        .await;
+    slow.send_to(b"s3", server.addr).unwrap();
+    wait_for(PATIENCE, "4 datagrams", received(&server, 4)).await;
+    assert_eq!(sink.texts(), ["k1"], "the slow sender's datagrams wait");
+    assert!(
+        !gate.answered(),
+        "delivered before the slow lookup answered"
+    );
+    gate.open();
+    sink.wait_until(PATIENCE, "4 messages", |s| s.count() == 4)
+        .await;
+    let messages = sink.messages.lock().unwrap().clone();
+    let slow_ones: Vec<_> = messages
+        .iter()
+        .filter(|m| m.peer.ip() != known.local_addr().unwrap().ip())
+        .collect();
+    let texts: Vec<_> = slow_ones.iter().map(|m| m.bytes.as_slice()).collect();
+    assert_eq!(texts, [&b"s1"[..], b"s2", b"s3"], "in order");
+    assert!(
+        slow_ones.iter().all(|m| m.host == "slow.example"),
+        "first events named"
+    );
+    assert_eq!(messages[0].host, "fast.example");
+    assert_eq!(server.counters.snapshot().resolve_timeouts, 0);
+    shut_down(server).await;
+}
+
+#[tokio::test]
+async fn new_sender_whose_lookup_outlasts_the_wait_goes_out_under_its_ip_counted() {
+    let (server, sink, gate) = start_gated(Duration::from_millis(100), RoomLimits::default()).await;
+    let slow = std::net::UdpSocket::bind(format!("{SLOW}:0")).unwrap();
+    slow.send_to(b"s1", server.addr).unwrap();
+    sink.wait_until(PATIENCE, "the datagram", |s| s.count() == 1)
+        .await;
+    slow.send_to(b"s2", server.addr).unwrap();
+    sink.wait_until(PATIENCE, "the second datagram", |s| s.count() == 2)
+        .await;
+    let hosts: Vec<_> = sink
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.host.clone())
+        .collect();
+    assert_eq!(hosts, [SLOW, SLOW]);
+    assert_eq!(server.counters.snapshot().resolve_timeouts, 1);
+    gate.open();
+    shut_down(server).await;
+}
+
+#[tokio::test]
+async fn full_waiting_room_delivers_the_sender_at_once_under_its_ip_in_order() {
+    let limits = RoomLimits {
+        sender_datagrams: 2,
+        ..RoomLimits::default()
+    };
+    let (server, sink, gate) = start_gated(PATIENCE, limits).await;
+    let slow = std::net::UdpSocket::bind(format!("{SLOW}:0")).unwrap();
+    for text in ["s1", "s2"] {
+        slow.send_to(text.as_bytes(), server.addr).unwrap();
+    }
+    wait_for(PATIENCE, "2 datagrams", received(&server, 2)).await;
+    assert_eq!(sink.count(), 0, "held");
+    slow.send_to(b"s3", server.addr).unwrap();
+    sink.wait_until(PATIENCE, "3 messages", |s| s.count() == 3)
+        .await;
+    slow.send_to(b"s4", server.addr).unwrap();
+    sink.wait_until(PATIENCE, "4 messages", |s| s.count() == 4)
+        .await;
+    assert_eq!(sink.texts(), ["s1", "s2", "s3", "s4"]);
+    let hosts: Vec<_> = sink
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.host.clone())
+        .collect();
+    assert_eq!(hosts, [SLOW; 4]);
+    let counters = server.counters.snapshot();
+    assert_eq!(
+        (counters.resolve_wait_overflows, counters.dropped_full),
+        (1, 0)
+    );
+    gate.open();
+    wait_for(PATIENCE, "the name", || gate.answered()).await;
+    shut_down(server).await;
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! Test support: a [`MessageSink`] that records what it accepts and can play a full queue.
+//! Test support: a [`MessageSink`] that records what it accepts and can play a full queue,
+//! and [`wait_for`], a wait on a condition with a deadline.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,11 +64,16 @@ impl RecordingSink {
 
     /// Waits (polling) until `done` holds, panicking after `limit`.
     pub async fn wait_until(&self, limit: Duration, what: &str, done: impl Fn(&Self) -> bool) {
-        let deadline = Instant::now() + limit;
-        while !done(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_for(limit, what, || done(self)).await;
+    }
+}
+
+/// Polls `done` every 5 ms until it holds; panics naming `what` after `limit`.
+pub(crate) async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -139,9 +139,9 @@ async fn largest_datagrams_and_several_senders_in_one_batch_arrive_whole_and_att
 
 #[tokio::test]
 async fn ipv6_senders_are_received() {
-    let Ok(socket) = std::net::UdpSocket::bind("[::1]:0") else {
-        return; // no IPv6 loopback on this machine
-    };
+    // A host without an IPv6 loopback fails here rather than passing without a check:
+    // skip it there by name (`-- --skip ipv6_senders_are_received`).
+    let socket = std::net::UdpSocket::bind("[::1]:0").expect("this test needs an IPv6 loopback");
     let addr = socket.local_addr().unwrap();
     let sink = RecordingSink::new();
     let counters = Arc::new(InputCounters::new());

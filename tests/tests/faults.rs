@@ -73,7 +73,7 @@ fn send_with_reconnect(port: u16, from: u64, to: u64, progress: &Progress) -> Ve
             let mut buf = [0u8; 1];
             let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
             if matches!(std::io::Read::read(&mut c, &mut buf), Ok(0)) {
-                let no_kill = edges_before % 2 == 0
+                let no_kill = edges_before.is_multiple_of(2)
                     && progress.kill_edges.load(Ordering::SeqCst) == edges_before;
                 if no_kill {
                     accepted.extend(next..end);

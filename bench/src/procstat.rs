@@ -43,6 +43,15 @@ pub fn stat(pid: i32) -> Option<(char, i32, u64)> {
     Some((state, ppid, ticks))
 }
 
+/// When `pid` started (field 22 of `/proc/<pid>/stat`, clock ticks after boot), or None when
+/// it is gone: with the pid, it names one process (a pid can be reused once its process died).
+pub fn start_time(pid: i32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &s[s.rfind(')')? + 1..];
+    // after ')': [0]=state (field 3) ... [19]=starttime (field 22)
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// `pid` and all its live descendants.
 pub fn tree(pid: i32) -> Vec<i32> {
     let mut all: Vec<(i32, i32)> = Vec::new();

@@ -221,15 +221,24 @@ impl Forwarder {
         let needle = format!("ingest-worker --intake-id {id} ");
         let pids = self.worker_pids(&needle);
         assert_eq!(pids.len(), 1, "one ingest worker for intake {id}: {pids:?}");
-        kill9(pids[0]);
+        self.kill9_child(pids[0]);
         pids[0]
     }
 
     pub fn kill9_uplink(&self) -> i32 {
         let pids = self.worker_pids("uplink-worker");
         assert_eq!(pids.len(), 1, "one uplink worker: {pids:?}");
-        kill9(pids[0]);
+        self.kill9_child(pids[0]);
         pids[0]
+    }
+
+    /// SIGKILL to `pid` if it is a child of our supervisor (its start time is read first, so
+    /// the check cannot pass for a process that took the pid afterwards).
+    fn kill9_child(&self, pid: i32) {
+        let worker = StartedProcess::of(pid);
+        if children_of(self.pid() as i32).contains(&pid) {
+            kill9_worker(worker);
+        }
     }
 
     /// The payloads published in this instance's rings, read straight from the ring files
@@ -287,17 +296,14 @@ impl Forwarder {
     /// staying up: the shared memory remains).
     pub fn kill9_all(&mut self) {
         let mut child = self.child.take().expect("running");
-        let pid = child.id() as i32;
-        let workers = children_of(pid);
-        kill9(pid);
+        let workers = our_workers(child.id() as i32);
+        let _ = child.kill();
         for w in &workers {
-            kill9(*w);
+            kill9_worker(*w);
         }
         let _ = child.wait();
         wait_until(Duration::from_secs(10), || {
-            workers
-                .iter()
-                .all(|w| !std::path::Path::new(&format!("/proc/{w}")).exists() || is_zombie(*w))
+            workers.iter().all(|w| !w.is_alive())
         });
     }
 
@@ -333,12 +339,11 @@ impl Forwarder {
 impl Drop for Forwarder {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
-            let pid = child.id() as i32;
-            let workers = children_of(pid);
+            let workers = our_workers(child.id() as i32);
             let _ = child.kill();
             let _ = child.wait();
             for w in workers {
-                kill9(w);
+                kill9_worker(w);
             }
         }
     }
@@ -361,20 +366,59 @@ pub fn find_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     out
 }
 
-pub fn kill9(pid: i32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+/// A worker of a supervisor we started, as found in /proc: its pid and its start time (field
+/// 22 of `/proc/<pid>/stat`). A worker that died is reaped by someone else (its supervisor, or
+/// init once the supervisor is gone) and its pid may be given to an unrelated process: the
+/// start time tells them apart, so the tests never signal a process they did not start.
+#[derive(Clone, Copy, Debug)]
+struct StartedProcess {
+    pid: i32,
+    started: Option<u64>,
 }
 
-fn is_zombie(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rfind(')')
-                .is_some_and(|i| s[i + 1..].trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
+impl StartedProcess {
+    fn of(pid: i32) -> Self {
+        Self {
+            pid,
+            started: stat_fields(pid).and_then(|f| f.get(19)?.parse().ok()),
+        }
+    }
+
+    /// Still the same process, and not a zombie.
+    fn is_alive(&self) -> bool {
+        let now = stat_fields(self.pid);
+        let same = now
+            .as_ref()
+            .and_then(|f| f.get(19)?.parse::<u64>().ok())
+            .is_some_and(|t| Some(t) == self.started);
+        same && now.is_some_and(|f| f.first().map(String::as_str) != Some("Z"))
+    }
+}
+
+/// The live workers of supervisor `pid`.
+fn our_workers(pid: i32) -> Vec<StartedProcess> {
+    children_of(pid)
+        .into_iter()
+        .map(StartedProcess::of)
+        .collect()
+}
+
+/// SIGKILL to `p`, only if it is still the process that was found.
+fn kill9_worker(p: StartedProcess) {
+    if p.is_alive() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name: [0] state, [1] ppid, ...
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    Some(after.split_whitespace().map(str::to_owned).collect())
 }
 
 /// Pids whose parent is `parent` (from /proc/<pid>/stat).
@@ -387,19 +431,13 @@ pub fn children_of(parent: i32) -> Vec<i32> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Some(fields) = stat_fields(pid) else {
             continue;
         };
-        // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = after.split_whitespace();
-        let state = fields.next();
-        if state == Some("Z") {
+        if fields.first().map(String::as_str) == Some("Z") {
             continue;
         }
-        if fields.next().and_then(|p| p.parse::<i32>().ok()) == Some(parent) {
+        if fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(parent) {
             out.push(pid);
         }
     }

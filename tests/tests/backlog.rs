@@ -1,6 +1,6 @@
 //! A large disk backlog (the journal a long outage leaves): start-up must be quick and must
-//! not load it into memory, and it drains at link speed. Measured, not timed: `#[ignore]`d,
-//! run with
+//! not load it into memory, and all of it is delivered. The drain rate is measured and
+//! printed, not asserted (it depends on the machine): `#[ignore]`d, run with
 //! `cargo build --release -p sekoia-forwarder && SEKOIA_FORWARDER_BIN=$PWD/target/release/sekoia-forwarder \
 //!  cargo test --release -p sekoia-tests --test backlog -- --ignored --nocapture`
 //! (`BACKLOG_MB`, default 1024, sets the size).
@@ -28,7 +28,7 @@ fn rss_kib(pids: &[i32]) -> u64 {
 
 #[test]
 #[ignore = "benchmark: writes a large journal; run by hand"]
-fn startup_with_a_large_backlog_is_quick_and_drains_at_link_speed() {
+fn startup_with_a_large_backlog_is_quick_and_lean_and_all_of_it_drains() {
     let mb: u64 = std::env::var("BACKLOG_MB")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -92,10 +92,14 @@ fn startup_with_a_large_backlog_is_quick_and_drains_at_link_speed() {
     let sink = TlsSink::start_on(&certs, sink_port);
     let drain = Instant::now();
     let mut peak = rss_ready;
-    assert!(wait_until(Duration::from_secs(600), || {
-        peak = peak.max(rss_kib(&pids));
-        sink.count() as u64 >= events
-    }));
+    assert!(
+        wait_until(Duration::from_secs(600), || {
+            peak = peak.max(rss_kib(&pids));
+            sink.count() as u64 >= events
+        }),
+        "the whole backlog was delivered: {} of {events}",
+        sink.count()
+    );
     let took = drain.elapsed();
     eprintln!(
         "drained {events} events in {took:?}: {:.0} events/s, {:.1} MiB/s; peak RSS {} MiB",

@@ -82,12 +82,19 @@ fn journal_bytes(fwd: &Forwarder) -> u64 {
 /// certificates, the destination's port (start a sink there to bring it back), the intake's
 /// port, and the running forwarder.
 fn with_destination_down(queue_size: u64) -> (TestCerts, u16, u16, Forwarder) {
+    with_destination_down_and(queue_size, |b| b)
+}
+
+/// [`with_destination_down`], with more settings made by `more`.
+fn with_destination_down_and(
+    queue_size: u64,
+    more: impl FnOnce(ForwarderBuilder) -> ForwarderBuilder,
+) -> (TestCerts, u16, u16, Forwarder) {
     let certs = TestCerts::new(&["127.0.0.1"]);
     let sink_port = down_port();
     let port = free_tcp_port();
-    let fwd = ForwarderBuilder::new(&yaml(port, queue_size), sink_port)
-        .ca_file(&certs.ca_pem)
-        .start();
+    let builder = ForwarderBuilder::new(&yaml(port, queue_size), sink_port).ca_file(&certs.ca_pem);
+    let fwd = more(builder).start();
     (certs, sink_port, port, fwd)
 }
 
@@ -213,17 +220,23 @@ fn full_disk_budget_blocks_tcp_senders_and_counts_udp_drops() {
         .ca_file(&certs.ca_pem)
         .env("DISK_SPACE", "4m")
         .start();
-    // TCP: more than memory + disk can hold; the sender must be held back, not dropped.
+    // TCP: about 9 MB, more than memory (a 1 MiB ring) and disk (4 MiB) can hold; the sender
+    // must be held back, not dropped: it can finish (the worker closes only once it queued
+    // everything) only after the destination is back.
     let n = 30_000u64;
     let sender = std::thread::spawn(move || {
-        let started = Instant::now();
         send_tcp(tcp, 0, n);
-        started.elapsed()
+        Instant::now()
     });
-    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        wait_until(Duration::from_secs(30), || journal_bytes(&fwd) >= 3 << 20),
+        "the journal took most of DISK_SPACE: {} bytes\n{}",
+        journal_bytes(&fwd),
+        tail(&fwd.stderr())
+    );
     assert!(
         !sender.is_finished(),
-        "a full queue slows the TCP sender down"
+        "a full queue holds the TCP sender back"
     );
     // UDP at the same point: dropped and counted.
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -234,9 +247,13 @@ fn full_disk_budget_blocks_tcp_senders_and_counts_udp_drops() {
         );
     }
     // The destination comes back: everything TCP sent arrives.
+    let back_at = Instant::now();
     let sink = TlsSink::start_on(&certs, sink_port);
-    let blocked_for = sender.join().unwrap();
-    assert!(blocked_for >= Duration::from_secs(3));
+    let finished_at = sender.join().unwrap();
+    assert!(
+        finished_at > back_at,
+        "the TCP sender finished only after the destination came back"
+    );
     let mut tcp_seen = BTreeSet::new();
     wait_until(Duration::from_secs(60), || {
         tcp_seen = sink
@@ -264,7 +281,9 @@ fn full_disk_budget_blocks_tcp_senders_and_counts_udp_drops() {
 
 #[test]
 fn corrupt_journal_record_and_truncated_segment_are_skipped_and_counted() {
-    let (certs, sink_port, port, mut fwd) = with_destination_down(1);
+    // One uplink connection: lines arrive in the order they were sent (see the marker below).
+    let (certs, sink_port, port, mut fwd) =
+        with_destination_down_and(1, |b| b.env("UPLINK_CONNECTIONS", "1"));
     let n = 20_000;
     send_tcp(port, 0, n);
     let status = fwd.terminate(Duration::from_secs(60));
@@ -285,13 +304,19 @@ fn corrupt_journal_record_and_truncated_segment_are_skipped_and_counted() {
     drop(f);
     let sink = TlsSink::start_on(&certs, sink_port);
     fwd.spawn();
+    // A marker sent now queues behind the journal (oldest first) or, if the journal was
+    // already delivered, after it: once it arrived, everything readable of the journal did.
+    send_tcp(port, n, n + 1);
     let mut counts = BTreeMap::new();
-    wait_until(Duration::from_secs(60), || {
-        let before = counts.len();
-        std::thread::sleep(Duration::from_millis(500));
+    let marker_arrived = wait_until(Duration::from_secs(60), || {
         counts = sequence_counts(&sink.lines());
-        counts.len() == before && before > 0
+        counts.contains_key(&n)
     });
+    assert!(
+        marker_arrived,
+        "the marker arrived\n{}",
+        tail(&fwd.stderr())
+    );
     let missing = (0..n).filter(|i| !counts.contains_key(i)).count();
     eprintln!(
         "corrupted journal: delivered {} of {n}, missing {missing}",

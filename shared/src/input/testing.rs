@@ -1,5 +1,6 @@
-//! Test support: a [`MessageSink`] that records what it accepts and can play a full queue, and
-//! a reverse lookup held back by a gate.
+//! Test support: a [`MessageSink`] that records what it accepts and can play a full queue,
+//! a reverse lookup held back by a gate, and [`wait_for`], a wait on a condition with a
+//! deadline.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -64,11 +65,16 @@ impl RecordingSink {
 
     /// Waits (polling) until `done` holds, panicking after `limit`.
     pub async fn wait_until(&self, limit: Duration, what: &str, done: impl Fn(&Self) -> bool) {
-        let deadline = Instant::now() + limit;
-        while !done(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_for(limit, what, || done(self)).await;
+    }
+}
+
+/// Polls `done` every 5 ms until it holds; panics naming `what` after `limit`.
+pub(crate) async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -148,14 +154,5 @@ impl GatedLookup {
     /// The slow address's lookup has answered.
     pub fn answered(&self) -> bool {
         self.answered.load(Ordering::SeqCst)
-    }
-}
-
-/// Polls `done` every few milliseconds until it holds, panicking after `limit`.
-pub(crate) async fn wait_for(limit: Duration, what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -276,8 +276,17 @@ fn a_batch_that_cannot_be_read_again_waits_in_order_and_is_reported() {
     let error = rig.counters.snapshot().last_error.unwrap();
     assert!(error.contains("re-reading s at 0"), "{error}");
     source.set_fail_reads(false);
-    std::thread::sleep(super::SOURCE_ERROR_PAUSE + Duration::from_millis(50));
-    rig.dispatcher.fill();
+    // The source is read again once its pause is over, not before.
+    let paused_at = Instant::now();
+    let deadline = paused_at + super::SOURCE_ERROR_PAUSE + Duration::from_secs(5);
+    while !rig.dispatcher.fill() {
+        assert!(Instant::now() < deadline, "the source was never read again");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        paused_at.elapsed() >= super::SOURCE_ERROR_PAUSE / 2,
+        "paused after the failed read"
+    );
     let again = rig.take();
     assert_eq!(
         (again.span.start, again.data),

@@ -345,15 +345,18 @@ impl Peer {
     }
 
     fn shutdown(&mut self) {
-        let workers: Vec<i32> = procstat::tree(self.pid())
+        // Only the workers alive now, under our supervisor, each with its start time: once
+        // the supervisor is gone a dead worker's pid may belong to another process.
+        let workers: Vec<(i32, Option<u64>)> = procstat::tree(self.pid())
             .into_iter()
-            .chain(self.pids.iter().copied())
             .filter(|&p| p != self.pid())
+            .map(|p| (p, procstat::start_time(p)))
             .collect();
         stop_child(&mut self.child, Duration::from_secs(10));
-        for w in workers {
+        for (w, started) in workers {
             // Workers die with their supervisor (PDEATHSIG); this is for one that did not.
-            if procstat::stat(w).is_some_and(|s| s.0 != 'Z') {
+            let same = started.is_some() && procstat::start_time(w) == started;
+            if same && procstat::stat(w).is_some_and(|s| s.0 != 'Z') {
                 signal(w, libc::SIGKILL);
             }
         }

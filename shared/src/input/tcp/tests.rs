@@ -146,7 +146,12 @@ async fn hostile_clients_do_not_delay_a_good_one() {
         let chunk = vec![b'g'; 64 << 10];
         while garbage.write_all(&chunk).await.is_ok() {}
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let counters = server.counters.clone();
+    wait_for(PATIENCE, "both hostile clients read from", || {
+        let c = counters.snapshot();
+        c.connections_open == 2 && c.bytes_received > 64 << 10
+    })
+    .await;
 
     let mut good = TcpStream::connect(server.addr).await.unwrap();
     let good_addr = good.local_addr().unwrap();
@@ -163,7 +168,6 @@ async fn hostile_clients_do_not_delay_a_good_one() {
     let want: Vec<String> = (0..100).map(|n| format!("good {n}")).collect();
     assert_eq!(sink.texts_from(good_addr), want);
 
-    let counters = server.counters.clone();
     server.shut_down().await;
     flood.abort();
     let garbage_messages = sink
@@ -197,12 +201,11 @@ async fn full_sink_slows_the_sender_and_loses_nothing() {
     let addr = server.addr;
     let client = tokio::spawn(async move { send_and_close(addr, payload.as_bytes()).await });
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for(PATIENCE, "the rest offered again", || {
+        sink.calls.lock().unwrap().len() > 3
+    })
+    .await;
     assert_eq!(sink.count(), 7, "only what fitted was accepted");
-    assert!(
-        sink.calls.lock().unwrap().len() > 3,
-        "the rest is offered again"
-    );
     assert!(
         server.counters.snapshot().bytes_received < size,
         "reading stopped"
@@ -234,8 +237,11 @@ async fn shutdown_delivers_the_partial_line_and_returns() {
         .sink
         .wait_until(PATIENCE, "the complete line", |s| s.count() == 1)
         .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let counters = server.counters.clone();
+    wait_for(PATIENCE, "the partial line read", || {
+        counters.snapshot().bytes_received == 16
+    })
+    .await;
     let sink = server.shut_down().await;
     assert_eq!(sink.texts(), strings(&["complete", "partial"]));
     assert_eq!(counters.snapshot().connections_open, 0);

@@ -245,7 +245,11 @@ async fn tls_round_trip_frames_like_tcp_over_tls13_and_tls12() {
 async fn client_that_never_handshakes_does_not_block_a_good_client() {
     let server = Server::start().await;
     let _silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let counters = server.counters.clone();
+    wait_for(PATIENCE, "the silent client accepted", || {
+        counters.snapshot().connections_open == 1
+    })
+    .await;
     let good_client = connector(&server.cert_der, false);
     let good = tokio::time::timeout(Duration::from_secs(3), server.send(&good_client, b"ok\n"));
     assert!(
@@ -258,7 +262,6 @@ async fn client_that_never_handshakes_does_not_block_a_good_client() {
             s.count() == 1
         })
         .await;
-    let counters = server.counters.clone();
     let only_silent_left = |_: &RecordingSink| counters.snapshot().connections_open == 1;
     server
         .sink

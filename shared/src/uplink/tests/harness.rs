@@ -349,10 +349,6 @@ pub fn start(cfg: UplinkConfig, sources: &[MemSource]) -> Running {
 }
 
 impl Running {
-    pub fn finished(&self) -> bool {
-        self.task.is_finished()
-    }
-
     /// Fire shutdown and wait for `run` to return (bounded).
     pub async fn stop(self) -> Result<(), UplinkError> {
         let _ = self.shutdown.send(true);

@@ -20,7 +20,8 @@
 //! Invariants every user can rely on: positions are monotonic u64 byte offsets of an
 //! infinite stream; `committed <= head`; a record is either entirely visible (CRC-checked) or
 //! not at all; nothing before `committed` is ever read again and nothing at or after it is
-//! overwritten. This is the only module of the crate that uses `unsafe`.
+//! overwritten. Apart from one `ioctl` in `uplink/delivery.rs`, this is the only module of the
+//! crate that uses `unsafe`.
 
 mod doorbell;
 #[cfg(not(loom))]

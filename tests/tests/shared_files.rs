@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sekoia_tests::forwarder::{binary, find_files};
-use sekoia_tests::{free_tcp_port, wait_until, ForwarderBuilder, TestCerts, TlsSink};
+use sekoia_tests::{free_tcp_port, wait_until, Forwarder, ForwarderBuilder, TestCerts, TlsSink};
 
 const KEY: &str = "SharedFilesKey0123456";
 
@@ -31,6 +31,17 @@ fn send_and_expect(port: u16, sink: &TlsSink, text: &str) {
     assert!(arrived, "{text} did not arrive");
 }
 
+/// A forwarder with one TCP intake, sending to a fresh TLS sink.
+fn start() -> (TestCerts, TlsSink, u16, Forwarder) {
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let sink = TlsSink::start(&certs);
+    let port = free_tcp_port();
+    let fwd = ForwarderBuilder::new(&yaml(port), sink.port)
+        .ca_file(&certs.ca_pem)
+        .start();
+    (certs, sink, port, fwd)
+}
+
 fn the_ring(shm: &Path) -> PathBuf {
     let rings = find_files(shm, "ring");
     assert_eq!(rings.len(), 1, "{rings:?}");
@@ -39,12 +50,7 @@ fn the_ring(shm: &Path) -> PathBuf {
 
 #[test]
 fn a_corrupt_ring_file_is_moved_aside_and_the_forwarder_starts() {
-    let certs = TestCerts::new(&["127.0.0.1"]);
-    let sink = TlsSink::start(&certs);
-    let port = free_tcp_port();
-    let mut fwd = ForwarderBuilder::new(&yaml(port), sink.port)
-        .ca_file(&certs.ca_pem)
-        .start();
+    let (_certs, sink, port, mut fwd) = start();
     send_and_expect(port, &sink, "before");
     assert!(fwd.terminate(Duration::from_secs(30)).success());
 
@@ -69,12 +75,7 @@ fn a_corrupt_ring_file_is_moved_aside_and_the_forwarder_starts() {
 
 #[test]
 fn a_symlink_planted_as_a_ring_is_never_written_through() {
-    let certs = TestCerts::new(&["127.0.0.1"]);
-    let sink = TlsSink::start(&certs);
-    let port = free_tcp_port();
-    let mut fwd = ForwarderBuilder::new(&yaml(port), sink.port)
-        .ca_file(&certs.ca_pem)
-        .start();
+    let (_certs, sink, port, mut fwd) = start();
     assert!(fwd.terminate(Duration::from_secs(30)).success());
 
     let ring = the_ring(fwd.shm.path());

@@ -12,6 +12,7 @@
 pub mod config;
 #[cfg(not(loom))]
 pub mod input;
+pub mod log_limit;
 pub mod queue;
 #[cfg(not(loom))]
 pub mod syslog;

@@ -36,6 +36,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::log_limit::{Repeating, Report};
+
 use tokio::sync::watch;
 
 #[cfg(test)]
@@ -99,7 +101,7 @@ struct Shared {
     positive_ttl: Duration,
     negative_ttl: Duration,
     wait: Duration,
-    timeout_log: Mutex<TimeoutLog>,
+    timeout_log: Mutex<Repeating>,
 }
 
 /// The cache and the lookup queue, under one lock.
@@ -134,12 +136,6 @@ enum LookupState {
 struct Job {
     ip: IpAddr,
     answered: Option<watch::Sender<()>>,
-}
-
-#[derive(Default)]
-struct TimeoutLog {
-    next: Option<Instant>,
-    suppressed: u64,
 }
 
 impl Resolver {
@@ -181,7 +177,7 @@ impl Resolver {
             positive_ttl: POSITIVE_TTL,
             negative_ttl: NEGATIVE_TTL,
             wait: DEFAULT_WAIT,
-            timeout_log: Mutex::new(TimeoutLog::default()),
+            timeout_log: Mutex::new(Repeating::new(TIMEOUT_LOG_EVERY)),
         };
         Self {
             shared: Some(Arc::new(shared)),
@@ -398,27 +394,30 @@ impl Shared {
         }
     }
 
-    /// Logs a timed-out first lookup, at most once per [`TIMEOUT_LOG_EVERY`].
+    /// Logs a timed-out first lookup: the first, then a count at most once per
+    /// [`TIMEOUT_LOG_EVERY`] (timeouts are not an episode that ends, so no end line).
     fn note_timeout(&self, ip: IpAddr) {
-        let now = Instant::now();
-        let mut log = self
+        let report = self
             .timeout_log
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if log.next.is_some_and(|next| now < next) {
-            log.suppressed += 1;
-            return;
-        }
-        let suppressed = std::mem::take(&mut log.suppressed);
-        log.next = Some(now + TIMEOUT_LOG_EVERY);
-        drop(log);
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .occurred(Instant::now());
         let wait_ms = u64::try_from(self.wait.as_millis()).unwrap_or(u64::MAX);
-        tracing::warn!(
-            sender = %ip,
-            wait_ms,
-            suppressed,
-            "reverse DNS of a new sender did not answer in time; its first events use its IP"
-        );
+        match report {
+            Some(Report::Started) => tracing::warn!(
+                sender = %ip,
+                wait_ms,
+                "reverse DNS of a new sender did not answer in time; its first events use its IP"
+            ),
+            Some(Report::Ongoing { count, total, .. }) => tracing::warn!(
+                sender = %ip,
+                wait_ms,
+                count,
+                total,
+                "reverse DNS of new senders still timing out; their first events use their IP"
+            ),
+            _ => {}
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod events;
 pub mod forwarder;
 pub mod rsyslog;
 pub mod sink;
+pub mod syslog_ng;
 
 pub use certs::TestCerts;
 pub use forwarder::{Forwarder, ForwarderBuilder};

@@ -100,6 +100,11 @@ impl Rsyslog {
             intake_key,
             max_sessions: 0,
         });
+        Self::start_conf(dir, &conf, port)
+    }
+
+    /// Starts rsyslogd on `conf` (written into `dir`) and waits until it listens on TCP `port`.
+    pub fn start_conf(dir: tempfile::TempDir, conf: &str, port: u16) -> Self {
         let conf_path = dir.path().join("rsyslog.conf");
         std::fs::write(&conf_path, conf).expect("write rsyslog.conf");
         let pid: PathBuf = dir.path().join("rsyslogd.pid");
@@ -115,12 +120,13 @@ impl Rsyslog {
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("start rsyslogd (apt-get install rsyslog rsyslog-gnutls)");
+            .expect("start rsyslogd (apt-get install rsyslog rsyslog-gnutls rsyslog-openssl)");
         let up = wait_until(Duration::from_secs(15), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        assert!(up, "rsyslogd did not listen on {port}");
-        Self { child, dir, port }
+        let me = Self { child, dir, port };
+        assert!(up, "rsyslogd did not listen on {port}:\n{}", me.log());
+        me
     }
 
     pub fn log(&self) -> String {

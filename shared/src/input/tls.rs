@@ -139,7 +139,19 @@ pub(crate) async fn handshake(
     };
     let failures = &shared.counters.tls_handshake_failures;
     match outcome {
-        Ok(Ok(stream)) => Some(stream),
+        Ok(Ok(stream)) => {
+            let session = stream.get_ref().1;
+            let unknown = || "unknown".to_string();
+            tracing::debug!(
+                peer = %peer,
+                version = %session.protocol_version().map_or_else(unknown, |v| format!("{v:?}")),
+                cipher = %session
+                    .negotiated_cipher_suite()
+                    .map_or_else(unknown, |s| format!("{:?}", s.suite())),
+                "TLS session established"
+            );
+            Some(stream)
+        }
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             InputCounters::add(failures, 1);
             tracing::debug!(peer = %peer, "peer closed before completing the TLS handshake");

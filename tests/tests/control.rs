@@ -144,3 +144,53 @@ fn the_control_socket_is_private_and_hostile_clients_disturb_nothing() {
     drop(idle);
     assert!(fwd.stderr().lines().all(|l| !l.contains("worker died")));
 }
+
+/// `GET /metrics` over a plain TCP connection; returns the body.
+fn scrape(addr: &str) -> String {
+    use std::io::Read;
+    let mut c = TcpStream::connect(addr).expect("connect to METRICS_LISTEN");
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("request");
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).expect("answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    body.to_string()
+}
+
+#[test]
+fn prometheus_metrics_count_what_was_received_and_sent() {
+    let certs = TestCerts::new(&["127.0.0.1", "localhost"]);
+    let sink = TlsSink::start(&certs);
+    let port = free_tcp_port();
+    let metrics = format!("127.0.0.1:{}", free_tcp_port());
+    let yaml = format!(
+        "---\nintakes:\n- name: Firewalls\n  protocol: tcp\n  port: {port}\n  intake_key: {KEY}\n"
+    );
+    let fwd = ForwarderBuilder::new(&yaml, sink.port)
+        .ca_file(&certs.ca_pem)
+        .env("METRICS_LISTEN", &metrics)
+        .start();
+    send(port, 0, 50);
+    assert_eq!(sink.wait_for(50, WAIT).len(), 50);
+    let received =
+        "sekoia_forwarder_events_received_total{intake=\"Firewalls\",protocol=\"tcp\"} 50";
+    let sent = "sekoia_forwarder_uplink_events_sent_total 50";
+    let mut body = String::new();
+    let ok = wait_until(WAIT, || {
+        body = scrape(&metrics);
+        body.contains(received) && body.contains(sent)
+    });
+    assert!(ok, "metrics never showed the 50 events:\n{body}");
+    assert!(
+        body.contains("sekoia_forwarder_worker_up{worker=\"uplink\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE sekoia_forwarder_events_received counter"),
+        "{body}"
+    );
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    drop(fwd);
+}

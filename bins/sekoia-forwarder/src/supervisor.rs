@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 use sekoia_shared::config::{self, ForwarderConfig, Intake, Protocol};
 use sekoia_shared::control::report::{serve_reports, ReportLine, REPORT_SOCKET};
-use sekoia_shared::control::{server, socket as control_socket};
+use sekoia_shared::control::{metrics, server, socket as control_socket};
 use sekoia_shared::control::{Command, Request, Response, ResponseBody};
 use sekoia_shared::queue::layout::{InstanceDir, QueueKey};
 use sekoia_shared::queue::shared_file::{PrivateDir, SharedFileError};
@@ -203,7 +203,7 @@ async fn supervise(
         destination = %format!("{}:{}", cfg.settings.destination.host, cfg.settings.destination.port),
         "forwarder running"
     );
-    let mut channels = control_channels(cfg, instance.dir().path())?;
+    let mut channels = control_channels(cfg, instance.dir().path()).await?;
     let mut board = StatusBoard::new();
     crate::notify::notify("READY=1");
 
@@ -307,9 +307,10 @@ impl Channels {
     }
 }
 
-/// Binds the report socket (in the private instance folder) and the control socket. A control
-/// socket that cannot be created is logged and done without: forwarding matters more.
-fn control_channels(cfg: &ForwarderConfig, instance_dir: &Path) -> Result<Channels> {
+/// Binds the report socket (in the private instance folder), the control socket and the
+/// metrics address. A control socket or metrics address that cannot be bound is logged and
+/// done without: forwarding matters more.
+async fn control_channels(cfg: &ForwarderConfig, instance_dir: &Path) -> Result<Channels> {
     let (report_tx, reports) = mpsc::channel(256);
     let report_listener = control_socket::bind(&instance_dir.join(REPORT_SOCKET))
         .context("cannot create the workers' report socket")?;
@@ -318,7 +319,7 @@ fn control_channels(cfg: &ForwarderConfig, instance_dir: &Path) -> Result<Channe
     let path = &cfg.settings.control_socket;
     let control_socket = match control_socket::bind(path) {
         Ok(listener) => {
-            tokio::spawn(server::serve(listener, request_tx));
+            tokio::spawn(server::serve(listener, request_tx.clone()));
             info!(path = %path.display(), "control socket ready (sekoia-ctl status)");
             Some(path.clone())
         }
@@ -327,6 +328,17 @@ fn control_channels(cfg: &ForwarderConfig, instance_dir: &Path) -> Result<Channe
             None
         }
     };
+    if let Some(addr) = cfg.settings.metrics_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tokio::spawn(metrics::serve(listener, request_tx.clone()));
+                info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+            }
+            Err(e) => {
+                error!(%addr, error = %e, "cannot serve Prometheus metrics (METRICS_LISTEN); forwarding goes on");
+            }
+        }
+    }
     Ok(Channels {
         reports,
         requests,

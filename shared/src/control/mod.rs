@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod metrics;
 pub mod report;
 pub mod server;
 pub mod socket;

@@ -11,6 +11,8 @@
 #[cfg(not(loom))]
 pub mod config;
 #[cfg(not(loom))]
+pub mod control;
+#[cfg(not(loom))]
 pub mod input;
 pub mod log_limit;
 pub mod queue;

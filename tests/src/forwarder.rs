@@ -15,13 +15,22 @@ pub fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("SEKOIA_FORWARDER_BIN") {
         return PathBuf::from(p);
     }
+    built_binary("sekoia-forwarder")
+}
+
+/// `sekoia-ctl` from the same build.
+pub fn ctl_binary() -> PathBuf {
+    built_binary("sekoia-ctl")
+}
+
+fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/sekoia-forwarder
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target profile dir");
-    let bin = profile_dir.join("sekoia-forwarder");
+    let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build --workspace` before the tests",
@@ -129,7 +138,7 @@ impl Forwarder {
             .arg("--endpoint")
             .arg(format!("127.0.0.1:{}", b.sink_port))
             .arg("--control-socket")
-            .arg(self.dir.path().join("control.sock"))
+            .arg(self.control_socket())
             .arg("--stats-file")
             .arg(self.dir.path().join("stats.log"))
             .arg("--extended-conf")
@@ -195,6 +204,26 @@ impl Forwarder {
 
     pub fn stderr(&self) -> String {
         fs::read_to_string(self.log_path("stderr.log")).unwrap_or_default()
+    }
+
+    /// Where the supervisor serves `sekoia-ctl` (in a folder it creates).
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.path().join("run").join("control.sock")
+    }
+
+    /// Runs `sekoia-ctl` against this forwarder; returns (success, stdout, stderr).
+    pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(ctl_binary())
+            .arg("--control-socket")
+            .arg(self.control_socket())
+            .args(args)
+            .output()
+            .expect("run sekoia-ctl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub fn pid(&self) -> u32 {

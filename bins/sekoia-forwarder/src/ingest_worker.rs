@@ -1,10 +1,12 @@
 //! The ingest worker: one intake's port → framing (input) → its `IntakeSink` (render, ring,
 //! journal), plus the periodic jobs around them (journal fsync, loss reports).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use sekoia_shared::config::{Intake, Protocol};
+use sekoia_shared::control::report::{self, WorkerReport, REPORT_SOCKET};
 use sekoia_shared::input::{self, InputCounters, MessageSink, Resolver};
 use sekoia_shared::queue::intake::{IntakeWriter, JournalOpener};
 use sekoia_shared::queue::layout::{InstanceDir, QueueKey, SpoolDir};
@@ -54,7 +56,14 @@ pub fn run(args: &IngestWorkerArgs) -> Result<()> {
     let resolver = Arc::new(Resolver::new(cfg.settings.resolve_hostnames).with_wait(wait));
     let counters = Arc::new(InputCounters::default());
 
-    crate::worker_runtime::runtime("ingest")?.block_on(serve(intake, sink, resolver, counters))
+    let report_socket = state.path().join(REPORT_SOCKET);
+    crate::worker_runtime::runtime("ingest")?.block_on(serve(
+        intake,
+        sink,
+        resolver,
+        counters,
+        report_socket,
+    ))
 }
 
 async fn serve(
@@ -62,6 +71,7 @@ async fn serve(
     sink: Arc<IntakeSink>,
     resolver: Arc<Resolver>,
     counters: Arc<InputCounters>,
+    report_socket: PathBuf,
 ) -> Result<()> {
     let stop_rx = crate::worker_runtime::stop_on_sigterm()?;
     let mut fds = listenfd::ListenFd::from_env();
@@ -73,6 +83,15 @@ async fn serve(
         counters.clone(),
         REPORT_EVERY,
     ));
+    let to_supervisor = {
+        let (intake_id, counters) = (intake.id, counters.clone());
+        tokio::spawn(report::report_periodically(report_socket, move || {
+            WorkerReport::Ingest {
+                intake_id,
+                input: counters.snapshot(),
+            }
+        }))
+    };
     match intake.protocol {
         Protocol::Udp => {
             let socket = fds
@@ -104,6 +123,7 @@ async fn serve(
         }
     }
     reporter.abort();
+    to_supervisor.abort();
     syncer.abort();
     sink.close();
     crate::input_report::report_totals(&intake.name, &counters);

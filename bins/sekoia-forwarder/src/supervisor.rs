@@ -7,20 +7,26 @@
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 use sekoia_shared::config::{self, ForwarderConfig, Intake, Protocol};
+use sekoia_shared::control::report::{serve_reports, ReportLine, REPORT_SOCKET};
+use sekoia_shared::control::{metrics, server, socket as control_socket};
+use sekoia_shared::control::{Command, Request, Response, ResponseBody};
 use sekoia_shared::queue::layout::{InstanceDir, QueueKey};
 use sekoia_shared::queue::shared_file::{PrivateDir, SharedFileError};
 use sekoia_shared::queue::{scan_usage, DiskBudget, Doorbell, Ring, RingError};
 use socket2::{Domain, Socket, Type};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::cli::RuntimeArgs;
 use crate::instance::{self, Instance};
+use crate::status_board::StatusBoard;
 use crate::worker_set::{Role, WorkerSet};
 
 /// How long stopped inputs get to hand over what they already read.
@@ -39,7 +45,7 @@ pub fn run(cfg: ForwarderConfig, runtime_args: &RuntimeArgs) -> Result<()> {
     instance.write_config(&cfg)?;
     let used = scan_usage(spool)
         .with_context(|| format!("cannot measure the spool directory {}", spool.display()))?;
-    DiskBudget::create(&instance.dir().budget_path(), cfg.settings.disk_space, used)
+    let budget = DiskBudget::create(&instance.dir().budget_path(), cfg.settings.disk_space, used)
         .context("cannot create the disk budget")?;
     if used > 0 {
         info!(spool = %spool.display(), bytes = used, "found events queued on disk; they are sent first");
@@ -55,7 +61,7 @@ pub fn run(cfg: ForwarderConfig, runtime_args: &RuntimeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the supervisor's event loop")?;
-    event_loop.block_on(supervise(&cfg, instance, listeners, runtime_args))?;
+    event_loop.block_on(supervise(&cfg, instance, listeners, runtime_args, budget))?;
     Ok(())
 }
 
@@ -159,7 +165,7 @@ fn bind(intake: &Intake) -> std::io::Result<OwnedFd> {
     Ok(socket.into())
 }
 
-fn proto_name(p: Protocol) -> &'static str {
+pub(crate) fn proto_name(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "tcp",
         Protocol::Udp => "udp",
@@ -172,6 +178,7 @@ async fn supervise(
     instance: Instance,
     listeners: Vec<OwnedFd>,
     runtime: &RuntimeArgs,
+    budget: DiskBudget,
 ) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -196,6 +203,8 @@ async fn supervise(
         destination = %format!("{}:{}", cfg.settings.destination.host, cfg.settings.destination.port),
         "forwarder running"
     );
+    let mut channels = control_channels(cfg, instance.dir().path()).await?;
+    let mut board = StatusBoard::new();
     crate::notify::notify("READY=1");
 
     let stop_signal = loop {
@@ -211,6 +220,15 @@ async fn supervise(
             _ = sighup.recv() => {
                 // Without a handler SIGHUP would kill the supervisor with no orderly stop.
                 warn!("SIGHUP: configuration reload is not supported yet; restart to apply changes (nothing was changed)");
+            }
+            Some((pid, line)) = channels.reports.recv() => {
+                if workers.is_worker(pid) {
+                    board.record(pid, line.report, Instant::now());
+                }
+            }
+            Some((request, reply)) = channels.requests.recv() => {
+                board.retain(|pid| workers.is_worker(pid));
+                let _ = reply.send(answer(&request, &board, cfg, &workers, &budget));
             }
             _ = tokio::time::sleep(sleep_for) => {}
         }
@@ -252,6 +270,7 @@ async fn supervise(
             "a worker is still running: rings are not saved to disk (they stay in shared memory)"
         );
     }
+    channels.remove_socket();
     info!("stopped");
     drop(instance);
     Ok(())
@@ -270,4 +289,74 @@ async fn wait_for(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     workers.all_exited(select)
+}
+
+/// The two channels into the supervisor's loop: worker reports and control requests.
+struct Channels {
+    reports: mpsc::Receiver<(u32, ReportLine)>,
+    requests: mpsc::Receiver<server::Pending>,
+    /// The control socket we created (removed at stop), if it could be created.
+    control_socket: Option<PathBuf>,
+}
+
+impl Channels {
+    fn remove_socket(&mut self) {
+        if let Some(path) = self.control_socket.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Binds the report socket (in the private instance folder), the control socket and the
+/// metrics address. A control socket or metrics address that cannot be bound is logged and
+/// done without: forwarding matters more.
+async fn control_channels(cfg: &ForwarderConfig, instance_dir: &Path) -> Result<Channels> {
+    let (report_tx, reports) = mpsc::channel(256);
+    let report_listener = control_socket::bind(&instance_dir.join(REPORT_SOCKET))
+        .context("cannot create the workers' report socket")?;
+    tokio::spawn(serve_reports(report_listener, report_tx));
+    let (request_tx, requests) = mpsc::channel(16);
+    let path = &cfg.settings.control_socket;
+    let control_socket = match control_socket::bind(path) {
+        Ok(listener) => {
+            tokio::spawn(server::serve(listener, request_tx.clone()));
+            info!(path = %path.display(), "control socket ready (sekoia-ctl status)");
+            Some(path.clone())
+        }
+        Err(e) => {
+            error!(error = %e, "no control socket: sekoia-ctl cannot reach this forwarder (forwarding goes on)");
+            None
+        }
+    };
+    if let Some(addr) = cfg.settings.metrics_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tokio::spawn(metrics::serve(listener, request_tx.clone()));
+                info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+            }
+            Err(e) => {
+                error!(%addr, error = %e, "cannot serve Prometheus metrics (METRICS_LISTEN); forwarding goes on");
+            }
+        }
+    }
+    Ok(Channels {
+        reports,
+        requests,
+        control_socket,
+    })
+}
+
+fn answer(
+    request: &Request,
+    board: &StatusBoard,
+    cfg: &ForwarderConfig,
+    workers: &WorkerSet,
+    budget: &DiskBudget,
+) -> Response {
+    match request.command {
+        Command::Status => {
+            let status = board.status(cfg, &workers.views(), workers.is_stopping(), budget);
+            Response::new(ResponseBody::Status(Box::new(status)))
+        }
+    }
 }

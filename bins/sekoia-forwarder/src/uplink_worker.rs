@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use sekoia_shared::control::report::{self, WorkerReport, REPORT_SOCKET};
 use sekoia_shared::queue::intake;
 use sekoia_shared::queue::layout::{InstanceDir, SpoolDir, UPLINK_LOCK};
 use sekoia_shared::queue::{DiskBudget, Doorbell};
@@ -46,6 +47,7 @@ pub fn run(args: &UplinkWorkerArgs) -> Result<()> {
     info!(destination = %format!("{}:{}", uplink_cfg.host, uplink_cfg.port),
         connections = uplink_cfg.connections, rings = sources.len(), "uplink worker starting");
     let counters = Arc::new(UplinkCounters::default());
+    let report_socket = state.path().join(REPORT_SOCKET);
     let uplink_counters = counters.clone();
     crate::worker_runtime::runtime("uplink")?.block_on(async move {
         let stop_rx = crate::worker_runtime::stop_on_sigterm()?;
@@ -54,6 +56,12 @@ pub fn run(args: &UplinkWorkerArgs) -> Result<()> {
             uplink_counters.clone(),
             Duration::from_secs(10),
         ));
+        let reported = uplink_counters.clone();
+        tokio::spawn(report::report_periodically(report_socket, move || {
+            WorkerReport::Uplink {
+                uplink: reported.snapshot(),
+            }
+        }));
         Uplink::run(uplink_cfg, sources, wake, uplink_counters, stop_rx)
             .await
             .map_err(anyhow::Error::from)

@@ -32,6 +32,17 @@ pub enum Role {
     Uplink,
 }
 
+/// One worker as seen from outside the set.
+#[derive(Debug, Clone)]
+pub struct WorkerView {
+    pub role: Role,
+    /// Its pid while it runs.
+    pub pid: Option<u32>,
+    /// Dead and waiting for its restart delay.
+    pub restarting: bool,
+    pub restarts: u64,
+}
+
 struct Worker {
     role: Role,
     listener: Option<OwnedFd>,
@@ -187,6 +198,10 @@ impl WorkerSet {
         self.workers.iter().filter_map(|w| w.restart_at).min()
     }
 
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
     pub fn begin_stop(&mut self) {
         self.stopping = true;
         for worker in &mut self.workers {
@@ -212,6 +227,26 @@ impl WorkerSet {
             .workers
             .iter()
             .any(|w| select(&w.role) && w.child.is_some())
+    }
+
+    /// What `sekoia-ctl status` shows of each worker.
+    pub fn views(&self) -> Vec<WorkerView> {
+        self.workers
+            .iter()
+            .map(|w| WorkerView {
+                role: w.role.clone(),
+                pid: w.child.as_ref().map(Child::id),
+                restarting: w.restart_at.is_some(),
+                restarts: w.total_restarts,
+            })
+            .collect()
+    }
+
+    /// True when `pid` is one of our running workers (a report's sender must be).
+    pub fn is_worker(&self, pid: u32) -> bool {
+        self.workers
+            .iter()
+            .any(|w| w.child.as_ref().is_some_and(|c| c.id() == pid))
     }
 
     /// Drops the supervisor's copies of the listening sockets: the ports close.

@@ -70,7 +70,7 @@ pub struct SettingsArgs {
         long,
         env = "CONTROL_SOCKET",
         value_name = "PATH",
-        default_value = "/run/sekoia-forwarder/control.sock"
+        default_value = crate::control::DEFAULT_SOCKET
     )]
     pub control_socket: PathBuf,
     /// Seconds between two statistics reports.

@@ -91,7 +91,7 @@ pub struct InputCounters {
 }
 
 /// A point-in-time copy of [`InputCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InputCountersSnapshot {
     pub received: u64,
     pub truncated: u64,

@@ -173,7 +173,7 @@ pub struct UplinkCounters {
 }
 
 /// A point-in-time copy of [`UplinkCounters`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UplinkSnapshot {
     pub bytes_sent: u64,
     pub events_sent: u64,

@@ -1,0 +1,214 @@
+//! `sekoia-ctl status` as aligned text: a header line, the intakes, the uplink, and a last
+//! line that says plainly whether anything is being lost or is stuck.
+
+use std::fmt::Write;
+
+use sekoia_shared::control::status::{IntakeStatus, StatusReport, UplinkStatus, WorkerState};
+
+pub fn render(s: &StatusReport) -> String {
+    let mut out = String::new();
+    let f = &s.forwarder;
+    let _ = writeln!(
+        out,
+        "sekoia-forwarder {}  pid {}  up {}  → {}{}",
+        f.version,
+        f.pid,
+        duration(f.uptime_s),
+        f.destination,
+        if f.stopping { "  (stopping)" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "disk journal: {} of {}\n",
+        bytes(s.disk.used_bytes),
+        bytes(s.disk.limit_bytes)
+    );
+    out.push_str(&intake_table(&s.intakes));
+    out.push('\n');
+    out.push_str(&uplink_table(&s.uplink));
+    out.push('\n');
+    out.push_str(&verdict(s));
+    out
+}
+
+const INTAKE_HEADER: [&str; 12] = [
+    "INTAKE", "PROTO", "PORT", "STATE", "CONN", "IN/S", "RECEIVED", "JOURNAL", "DROPPED", "TRUNC",
+    "ERRORS", "RESTARTS",
+];
+
+fn intake_table(intakes: &[IntakeStatus]) -> String {
+    let rows = intakes.iter().map(|i| {
+        let c = i.input.unwrap_or_default();
+        let errors = c.read_errors + c.tls_handshake_failures + c.partial_discarded;
+        vec![
+            i.name.clone(),
+            i.protocol.clone(),
+            i.port.to_string(),
+            state(i.worker.state).to_string(),
+            c.connections_open.to_string(),
+            format!("{:.0}", i.received_per_s),
+            c.received.to_string(),
+            bytes(i.journal_bytes),
+            c.dropped_full.to_string(),
+            c.truncated.to_string(),
+            errors.to_string(),
+            i.worker.restarts.to_string(),
+        ]
+    });
+    align(&INTAKE_HEADER, rows.collect())
+}
+
+const UPLINK_HEADER: [&str; 8] = [
+    "UPLINK",
+    "STATE",
+    "CONN",
+    "OUT/S",
+    "SENT",
+    "RESENT",
+    "RESTARTS",
+    "LAST ERROR",
+];
+
+fn uplink_table(u: &UplinkStatus) -> String {
+    let c = u.counters.clone().unwrap_or_default();
+    let row = vec![
+        "pool".to_string(),
+        state(u.worker.state).to_string(),
+        c.connections_up.to_string(),
+        format!("{:.0}", u.sent_per_s),
+        c.events_sent.to_string(),
+        c.resent_events.to_string(),
+        u.worker.restarts.to_string(),
+        c.last_error.unwrap_or_else(|| "-".to_string()),
+    ];
+    align(&UPLINK_HEADER, vec![row])
+}
+
+/// The one line that answers "is anything lost or stuck?".
+fn verdict(s: &StatusReport) -> String {
+    let dropped: u64 = s
+        .intakes
+        .iter()
+        .filter_map(|i| i.input.map(|c| c.dropped_full))
+        .sum();
+    let down = s
+        .intakes
+        .iter()
+        .map(|i| i.worker.state)
+        .chain([s.uplink.worker.state])
+        .any(|st| !matches!(st, WorkerState::Running | WorkerState::Starting));
+    let uplink_up = s
+        .uplink
+        .counters
+        .as_ref()
+        .is_some_and(|c| c.connections_up > 0);
+    let mut problems = Vec::new();
+    if dropped > 0 {
+        problems.push(format!("{dropped} events dropped (queue full)"));
+    }
+    if down {
+        problems.push("a worker is not running".to_string());
+    }
+    if !uplink_up {
+        problems.push("no uplink connection: events are queued, not sent".to_string());
+    }
+    if problems.is_empty() {
+        "OK: nothing dropped, every worker running, uplink connected\n".to_string()
+    } else {
+        format!("ATTENTION: {}\n", problems.join("; "))
+    }
+}
+
+fn state(s: WorkerState) -> &'static str {
+    match s {
+        WorkerState::Starting => "starting",
+        WorkerState::Running => "running",
+        WorkerState::Silent => "silent",
+        WorkerState::Restarting => "restarting",
+        WorkerState::Stopped => "stopped",
+    }
+}
+
+/// Left-aligns the first column and the last text column, right-aligns the numbers.
+fn align(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let numeric = |col: usize| col > 0 && !matches!(header[col], "PROTO" | "STATE" | "LAST ERROR");
+    let line = |cells: Vec<String>| {
+        let mut l = String::new();
+        for (col, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            let pad = w - cell.chars().count();
+            if col > 0 {
+                l.push_str("  ");
+            }
+            if numeric(col) {
+                l.push_str(&" ".repeat(pad));
+                l.push_str(cell);
+            } else {
+                l.push_str(cell);
+                l.push_str(&" ".repeat(pad));
+            }
+        }
+        l.truncate(l.trim_end().len());
+        l.push('\n');
+        l
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up_and_numbers_are_right_aligned() {
+        let text = align(
+            &["INTAKE", "PORT"],
+            vec![
+                vec!["a".into(), "514".into()],
+                vec!["long name".into(), "6514".into()],
+            ],
+        );
+        assert_eq!(text, "INTAKE     PORT\na           514\nlong name  6514\n");
+    }
+
+    #[test]
+    fn sizes_and_durations_read_naturally() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(32 * 1024 * 1024 * 1024), "32.0 GiB");
+        assert_eq!(duration(59), "59s");
+        assert_eq!(duration(7_380), "2h03m");
+    }
+}

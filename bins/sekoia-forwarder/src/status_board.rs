@@ -1,0 +1,194 @@
+//! The supervisor's picture of what runs: the latest report of each worker, and the
+//! [`StatusReport`] built from it, the worker set and the spool when `sekoia-ctl` asks.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sekoia_shared::config::ForwarderConfig;
+use sekoia_shared::control::report::{WorkerReport, REPORT_EVERY};
+use sekoia_shared::control::status::{
+    DiskStatus, ForwarderInfo, IntakeStatus, StatusReport, UplinkStatus, WorkerState, WorkerStatus,
+};
+use sekoia_shared::queue::layout::{QueueKey, SpoolDir};
+use sekoia_shared::queue::DiskBudget;
+
+use crate::worker_set::{Role, WorkerView};
+
+/// A worker that has not reported for this long is shown as silent.
+const SILENT_AFTER: Duration = Duration::from_secs(3 * REPORT_EVERY.as_secs());
+
+struct Sample {
+    at: Instant,
+    report: WorkerReport,
+    /// Events per second since the previous report of the same process.
+    rate_per_s: f64,
+}
+
+pub struct StatusBoard {
+    started: Instant,
+    latest: HashMap<u32, Sample>,
+}
+
+impl StatusBoard {
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            latest: HashMap::new(),
+        }
+    }
+
+    /// Keeps `report` as the latest of process `pid` (which the caller checked is a worker).
+    pub fn record(&mut self, pid: u32, report: WorkerReport, now: Instant) {
+        let rate_per_s = self.latest.get(&pid).map_or(0.0, |prev| {
+            let secs = now.duration_since(prev.at).as_secs_f64();
+            let delta = events(&report).saturating_sub(events(&prev.report));
+            if secs > 0.0 {
+                delta as f64 / secs
+            } else {
+                0.0
+            }
+        });
+        self.latest.insert(
+            pid,
+            Sample {
+                at: now,
+                report,
+                rate_per_s,
+            },
+        );
+    }
+
+    /// Forgets the reports of processes that are no longer workers (dead, restarted).
+    pub fn retain(&mut self, is_worker: impl Fn(u32) -> bool) {
+        self.latest.retain(|pid, _| is_worker(*pid));
+    }
+
+    pub fn status(
+        &self,
+        cfg: &ForwarderConfig,
+        views: &[WorkerView],
+        stopping: bool,
+        budget: &DiskBudget,
+    ) -> StatusReport {
+        let now = Instant::now();
+        let spool = SpoolDir::new(&cfg.settings.spool_dir);
+        let mut uplink = UplinkStatus {
+            worker: self.worker_status(None, false, 0, stopping, now),
+            counters: None,
+            sent_per_s: 0.0,
+        };
+        let mut intakes = Vec::new();
+        for view in views {
+            let sample = view.pid.and_then(|pid| self.latest.get(&pid));
+            let worker =
+                self.worker_status(view.pid, view.restarting, view.restarts, stopping, now);
+            match &view.role {
+                Role::Uplink => {
+                    uplink.worker = worker;
+                    if let Some(Sample {
+                        report: WorkerReport::Uplink { uplink: counters },
+                        rate_per_s,
+                        ..
+                    }) = sample
+                    {
+                        uplink.counters = Some(counters.clone());
+                        uplink.sent_per_s = *rate_per_s;
+                    }
+                }
+                Role::Ingest { intake_id, .. } => {
+                    let Some(intake) = cfg.intakes.iter().find(|i| i.id == *intake_id) else {
+                        continue;
+                    };
+                    let (input, received_per_s) = match sample {
+                        Some(Sample {
+                            report: WorkerReport::Ingest { input, .. },
+                            rate_per_s,
+                            ..
+                        }) => (Some(*input), *rate_per_s),
+                        _ => (None, 0.0),
+                    };
+                    let key = QueueKey::of(intake);
+                    intakes.push(IntakeStatus {
+                        name: intake.name.clone(),
+                        protocol: crate::supervisor::proto_name(intake.protocol).to_string(),
+                        port: intake.port,
+                        worker,
+                        input,
+                        received_per_s,
+                        journal_bytes: folder_bytes(&spool.journal_dir(key))
+                            + folder_bytes(&spool.saved_dir(key)),
+                    });
+                }
+            }
+        }
+        StatusReport {
+            forwarder: self.forwarder_info(cfg, stopping, now),
+            intakes,
+            uplink,
+            disk: DiskStatus {
+                limit_bytes: budget.limit(),
+                used_bytes: budget.used(),
+            },
+        }
+    }
+
+    fn forwarder_info(&self, cfg: &ForwarderConfig, stopping: bool, now: Instant) -> ForwarderInfo {
+        let dest = &cfg.settings.destination;
+        ForwarderInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_s: now.duration_since(self.started).as_secs(),
+            destination: format!("{}:{}", dest.host, dest.port),
+            stopping,
+        }
+    }
+
+    fn worker_status(
+        &self,
+        pid: Option<u32>,
+        restarting: bool,
+        restarts: u64,
+        stopping: bool,
+        now: Instant,
+    ) -> WorkerStatus {
+        let age = pid
+            .and_then(|p| self.latest.get(&p))
+            .map(|s| now.duration_since(s.at));
+        let state = match (pid, age) {
+            (None, _) if restarting => WorkerState::Restarting,
+            (None, _) if stopping => WorkerState::Stopped,
+            (None, _) => WorkerState::Restarting,
+            (Some(_), None) => WorkerState::Starting,
+            (Some(_), Some(age)) if age > SILENT_AFTER => WorkerState::Silent,
+            (Some(_), Some(_)) => WorkerState::Running,
+        };
+        WorkerStatus {
+            state,
+            pid,
+            restarts,
+            report_age_ms: age.map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+/// The number a rate is computed from: events received (ingest) or confirmed sent (uplink).
+fn events(report: &WorkerReport) -> u64 {
+    match report {
+        WorkerReport::Ingest { input, .. } => input.received,
+        WorkerReport::Uplink { uplink } => uplink.events_sent,
+    }
+}
+
+/// Bytes of the regular files directly in `dir` (0 when it does not exist).
+fn folder_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}

@@ -1,0 +1,96 @@
+//! The control channel: how workers report to the supervisor, and how `sekoia-ctl` asks the
+//! supervisor what is going on.
+//!
+//! - Workers → supervisor: each worker inherits one end of a stream socketpair
+//!   ([`report::REPORT_FD`]) and writes a [`report::WorkerReport`] as one JSON line every
+//!   second and when it stops. The supervisor keeps the latest of each.
+//! - `sekoia-ctl` → supervisor: one JSON [`Request`] line on the Unix socket
+//!   `CONTROL_SOCKET`, answered by one JSON [`Response`] line, then the connection closes.
+//!   Every message carries [`PROTOCOL_VERSION`]; a mismatch is reported as such, not guessed.
+//!
+//! Nothing read from either socket is trusted: lines are bounded ([`MAX_REQUEST`],
+//! [`MAX_LINE`]), a client that does not finish its request in [`CLIENT_TIMEOUT`] is dropped,
+//! and at most [`MAX_CLIENTS`] are served at once, so a hostile or stuck client cannot disturb
+//! the supervisor, let alone the data path (which never goes through it).
+
+pub mod client;
+pub mod codec;
+pub mod metrics;
+pub mod report;
+pub mod server;
+pub mod socket;
+pub mod status;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the supervisor listens unless `--control-socket` / `CONTROL_SOCKET` say otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/sekoia-forwarder/control.sock";
+/// Version of the request/response and report formats. Bump on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest request line a client may send.
+pub const MAX_REQUEST: usize = 4 * 1024;
+/// Longest response or worker report line read.
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
+/// How long a control client has to send its request.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Control clients served at once; more wait in the listen backlog. Each holds a slot for at
+/// most twice [`CLIENT_TIMEOUT`].
+pub const MAX_CLIENTS: usize = 32;
+
+/// What a control client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub version: u32,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// The whole [`status::StatusReport`].
+    Status,
+}
+
+impl Request {
+    pub fn new(command: Command) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            command,
+        }
+    }
+}
+
+/// The supervisor's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub version: u32,
+    #[serde(flatten)]
+    pub body: ResponseBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum ResponseBody {
+    Status(Box<status::StatusReport>),
+    /// The request was not understood (bad JSON, other version, unknown command).
+    Error {
+        message: String,
+    },
+}
+
+impl Response {
+    pub fn new(body: ResponseBody) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            body,
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        Self::new(ResponseBody::Error {
+            message: message.into(),
+        })
+    }
+}

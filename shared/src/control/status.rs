@@ -1,0 +1,86 @@
+//! What `sekoia-ctl status` shows: the supervisor's [`StatusReport`], assembled from its own
+//! view of the workers, their latest reports and the spool. Its JSON form is the documented
+//! schema of `sekoia-ctl status --json` (docs/operations.md): fields are only ever added.
+
+use serde::{Deserialize, Serialize};
+
+use crate::input::InputCountersSnapshot;
+use crate::uplink::UplinkSnapshot;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub forwarder: ForwarderInfo,
+    pub intakes: Vec<IntakeStatus>,
+    pub uplink: UplinkStatus,
+    pub disk: DiskStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwarderInfo {
+    /// The supervisor's package version.
+    pub version: String,
+    pub pid: u32,
+    pub uptime_s: u64,
+    /// `host:port` of the Sekoia intake.
+    pub destination: String,
+    /// True once SIGTERM/SIGINT started the orderly stop.
+    pub stopping: bool,
+}
+
+/// A worker process as the supervisor sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub state: WorkerState,
+    pub pid: Option<u32>,
+    /// Restarts since the supervisor started (each one is a crash or a kill).
+    pub restarts: u64,
+    /// Age of its latest report; `None` until it sent one.
+    pub report_age_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Started, no report yet.
+    Starting,
+    /// Running and reporting.
+    Running,
+    /// Running, but no report for more than three report intervals.
+    Silent,
+    /// Dead, waiting for its restart delay.
+    Restarting,
+    /// Exited during the orderly stop.
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IntakeStatus {
+    pub name: String,
+    pub protocol: String,
+    pub port: u16,
+    pub worker: WorkerStatus,
+    /// Counters since the worker (re)started; `None` before its first report.
+    pub input: Option<InputCountersSnapshot>,
+    /// Events received per second over the last report interval.
+    pub received_per_s: f64,
+    /// Bytes of this intake's journal and saved-ring files on disk (the delivered start of
+    /// the segment being read is included until the segment is removed).
+    pub journal_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UplinkStatus {
+    pub worker: WorkerStatus,
+    /// Counters since the uplink worker (re)started; `None` before its first report.
+    pub counters: Option<UplinkSnapshot>,
+    /// Events confirmed sent per second over the last report interval.
+    pub sent_per_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiskStatus {
+    /// DISK_SPACE: the most the journals may hold.
+    pub limit_bytes: u64,
+    /// What the journals hold now.
+    pub used_bytes: u64,
+}

@@ -89,7 +89,11 @@ impl SyslogNg {
         let up = wait_until(Duration::from_secs(15), || {
             std::net::TcpStream::connect(("127.0.0.1", listen_port)).is_ok()
         });
-        assert!(up, "syslog-ng did not listen on {listen_port}:\n{}", me.log());
+        assert!(
+            up,
+            "syslog-ng did not listen on {listen_port}:\n{}",
+            me.log()
+        );
         me
     }
 

@@ -166,14 +166,20 @@ fn rsyslog_case(case: &str, key: &str, action: impl FnOnce(&Setup) -> String) ->
 #[test]
 fn rsyslog_relays_over_tcp_with_lf_framing() {
     rsyslog_case("rsyslog-tcp-lf", KEY_TCP, |s| {
-        format!(r#"port="{}" protocol="tcp" TCP_Framing="traditional""#, s.tcp)
+        format!(
+            r#"port="{}" protocol="tcp" TCP_Framing="traditional""#,
+            s.tcp
+        )
     });
 }
 
 #[test]
 fn rsyslog_relays_over_tcp_with_octet_counting() {
     rsyslog_case("rsyslog-tcp-octet", KEY_TCP, |s| {
-        format!(r#"port="{}" protocol="tcp" TCP_Framing="octet-counted""#, s.tcp)
+        format!(
+            r#"port="{}" protocol="tcp" TCP_Framing="octet-counted""#,
+            s.tcp
+        )
     });
 }
 
@@ -339,7 +345,12 @@ fn syslog_ng_tls_connected_early_delivers_after_15_s_idle() {
 fn s_client(s: &Setup, version_flag: &str, line: &str) -> (bool, String) {
     let mut child = Command::new("openssl")
         .args(["s_client", "-connect", &format!("127.0.0.1:{}", s.tls)])
-        .args(["-servername", "localhost", "-verify_return_error", "-CAfile"])
+        .args([
+            "-servername",
+            "localhost",
+            "-verify_return_error",
+            "-CAfile",
+        ])
         .arg(&s.certs.ca_pem)
         .arg(version_flag)
         // Debian's default security level forbids TLS 1.0/1.1 in the client itself.

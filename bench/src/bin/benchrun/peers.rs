@@ -292,8 +292,14 @@ impl Peer {
                 peer.log()
             );
         }
-        // Let the worker set settle (ours: uplink connecting), then take the tree.
-        std::thread::sleep(Duration::from_millis(300));
+        // Take the process tree once it is whole (ours: supervisor, uplink and ingest worker).
+        let whole = match kind {
+            Kind::Ours => 3,
+            Kind::Rsyslog => 1,
+        };
+        wait_until(Duration::from_secs(10), || {
+            procstat::tree(peer.pid()).len() >= whole
+        });
         peer.pids = procstat::tree(peer.pid());
         Ok(peer)
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the forwarder on config/intakes.yaml from a checkout, without root: state, spool and a
 # self-signed TLS certificate for the tls intake go to ./run-example/. Events are forwarded to
-# REGION (default FRA1); override REGION/ENDPOINT/SEKOIA_CA_FILE as with the container image.
+# REGION (default FRA1); override REGION/ENDPOINT/SEKOIA_CA_FILE as with the reference image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=run-example

@@ -57,7 +57,9 @@ fn status_counts_what_was_received_and_sent() {
     send(port, 0, 500);
     assert_eq!(sink.wait_for(500, WAIT).len(), 500);
     let s = status_until(&fwd, |s| {
-        s["intakes"][0]["input"]["received"] == 500 && s["uplink"]["counters"]["events_sent"] == 500
+        s["intakes"][0]["input"]["received"] == 500
+            && s["uplink"]["counters"]["events_sent"] == 500
+            && s["intakes"][0]["events_sent"] == 500
     });
     let intake = &s["intakes"][0];
     assert_eq!(intake["name"], "Firewalls");
@@ -83,6 +85,7 @@ fn status_counts_what_was_received_and_sent() {
         ["Firewalls", "tcp", &port.to_string(), "running"]
     );
     assert_eq!(cells[6], "500", "RECEIVED column:\n{table}");
+    assert_eq!(cells[7], "500", "SENT column:\n{table}");
     assert!(table.contains("OK: nothing dropped"), "{table}");
 }
 
@@ -177,10 +180,12 @@ fn prometheus_metrics_count_what_was_received_and_sent() {
     let received =
         "sekoia_forwarder_events_received_total{intake=\"Firewalls\",protocol=\"tcp\"} 50";
     let sent = "sekoia_forwarder_uplink_events_sent_total 50";
+    let intake_sent =
+        "sekoia_forwarder_events_sent_total{intake=\"Firewalls\",protocol=\"tcp\"} 50";
     let mut body = String::new();
     let ok = wait_until(WAIT, || {
         body = scrape(&metrics);
-        body.contains(received) && body.contains(sent)
+        body.contains(received) && body.contains(sent) && body.contains(intake_sent)
     });
     assert!(ok, "metrics never showed the 50 events:\n{body}");
     assert!(

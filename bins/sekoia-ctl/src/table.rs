@@ -31,9 +31,9 @@ pub fn render(s: &StatusReport) -> String {
     out
 }
 
-const INTAKE_HEADER: [&str; 12] = [
-    "INTAKE", "PROTO", "PORT", "STATE", "CONN", "IN/S", "RECEIVED", "JOURNAL", "DROPPED", "TRUNC",
-    "ERRORS", "RESTARTS",
+const INTAKE_HEADER: [&str; 13] = [
+    "INTAKE", "PROTO", "PORT", "STATE", "CONN", "IN/S", "RECEIVED", "SENT", "JOURNAL", "DROPPED",
+    "TRUNC", "ERRORS", "RESTARTS",
 ];
 
 fn intake_table(intakes: &[IntakeStatus]) -> String {
@@ -48,6 +48,7 @@ fn intake_table(intakes: &[IntakeStatus]) -> String {
             c.connections_open.to_string(),
             format!("{:.0}", i.received_per_s),
             c.received.to_string(),
+            i.events_sent.to_string(),
             bytes(i.journal_bytes),
             c.dropped_full.to_string(),
             c.truncated.to_string(),

@@ -78,6 +78,15 @@ impl StatusBoard {
             counters: None,
             sent_per_s: 0.0,
         };
+        let uplink_sources = views
+            .iter()
+            .filter(|v| v.role == Role::Uplink)
+            .find_map(|v| v.pid.and_then(|pid| self.latest.get(&pid)))
+            .and_then(|sample| match &sample.report {
+                WorkerReport::Uplink { uplink } => Some(uplink.sources.clone()),
+                WorkerReport::Ingest { .. } => None,
+            })
+            .unwrap_or_default();
         let mut intakes = Vec::new();
         for view in views {
             let sample = view.pid.and_then(|pid| self.latest.get(&pid));
@@ -109,7 +118,11 @@ impl StatusBoard {
                         _ => (None, 0.0),
                     };
                     let key = QueueKey::of(intake);
+                    let name = key.to_string();
+                    let sent = uplink_sources.iter().find(|s| s.name == name);
                     intakes.push(IntakeStatus {
+                        events_sent: sent.map_or(0, |s| s.events_sent),
+                        events_resent: sent.map_or(0, |s| s.resent_events),
                         name: intake.name.clone(),
                         protocol: crate::supervisor::proto_name(intake.protocol).to_string(),
                         port: intake.port,

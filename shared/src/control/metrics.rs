@@ -138,6 +138,24 @@ impl Collector for StatusCollector {
             "New senders shown by IP because reverse DNS was slow.",
             per_intake(&|c| c.resolve_timeouts),
         )?;
+        let sent = |f: &dyn Fn(&super::status::IntakeStatus) -> u64| {
+            s.intakes
+                .iter()
+                .map(|i| (intake_labels(i), ConstCounter::new(f(i))))
+                .collect::<Vec<_>>()
+        };
+        family(
+            e,
+            "events_sent",
+            "The intake's events confirmed received by the destination.",
+            sent(&|i| i.events_sent),
+        )?;
+        family(
+            e,
+            "events_resent",
+            "The intake's events sent again after a broken connection.",
+            sent(&|i| i.events_resent),
+        )?;
         let gauges = |f: &dyn Fn(&super::status::IntakeStatus) -> u64| {
             s.intakes
                 .iter()

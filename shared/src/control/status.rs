@@ -63,6 +63,10 @@ pub struct IntakeStatus {
     pub input: Option<InputCountersSnapshot>,
     /// Events received per second over the last report interval.
     pub received_per_s: f64,
+    /// This intake's events confirmed received by the destination (uplink counters, since
+    /// the uplink worker started), and those sent again after a broken connection.
+    pub events_sent: u64,
+    pub events_resent: u64,
     /// Bytes of this intake's journal and saved-ring files on disk (the delivered start of
     /// the segment being read is included until the segment is removed).
     pub journal_bytes: u64,

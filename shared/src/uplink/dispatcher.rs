@@ -112,6 +112,7 @@ impl Dispatcher {
         stopping: Arc<AtomicBool>,
         stop: watch::Sender<bool>,
     ) -> Self {
+        counters.register_sources(sources.iter().map(|s| s.name()));
         let sources = sources
             .into_iter()
             .map(|source| SourceState {
@@ -221,6 +222,14 @@ impl Dispatcher {
         self.counters
             .bytes_sent
             .fetch_add(batch.len as u64, Ordering::Relaxed);
+        if let Some(source) = self.counters.source(batch.source) {
+            source
+                .events_sent
+                .fetch_add(u64::from(batch.span.records), Ordering::Relaxed);
+            source
+                .bytes_sent
+                .fetch_add(batch.len as u64, Ordering::Relaxed);
+        }
         self.mark_confirmed(batch.source, batch.span.start);
         self.recycle(std::mem::take(&mut batch.data));
     }
@@ -255,6 +264,11 @@ impl Dispatcher {
             self.counters
                 .resent_events
                 .fetch_add(u64::from(batch.span.records), Ordering::Relaxed);
+            if let Some(source) = self.counters.source(batch.source) {
+                source
+                    .resent_events
+                    .fetch_add(u64::from(batch.span.records), Ordering::Relaxed);
+            }
             self.resend.push_back(batch);
         }
         // Oldest first per source when they go out again.

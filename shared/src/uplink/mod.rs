@@ -37,7 +37,7 @@ mod tests;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
@@ -170,6 +170,29 @@ pub struct UplinkCounters {
     pub connections_up: AtomicU64,
     /// Last failure, `"<UTC time> <what>"`.
     pub last_error: Mutex<Option<String>>,
+    /// Per source (intake queue), in the order the uplink was given them; set once at start.
+    pub sources: OnceLock<Vec<SourceCounters>>,
+}
+
+/// What the uplink delivered for one source (one intake's queue).
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    /// The source's name (the queue key, e.g. `tcp-514`).
+    pub name: String,
+    /// Events confirmed received (a re-sent event counts each time it is confirmed).
+    pub events_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Events handed back for re-sending after a connection failure.
+    pub resent_events: AtomicU64,
+}
+
+/// A point-in-time copy of [`SourceCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceSnapshot {
+    pub name: String,
+    pub events_sent: u64,
+    pub bytes_sent: u64,
+    pub resent_events: u64,
 }
 
 /// A point-in-time copy of [`UplinkCounters`].
@@ -184,6 +207,8 @@ pub struct UplinkSnapshot {
     pub resent_events: u64,
     pub connections_up: u64,
     pub last_error: Option<String>,
+    #[serde(default)]
+    pub sources: Vec<SourceSnapshot>,
 }
 
 impl UplinkCounters {
@@ -203,7 +228,37 @@ impl UplinkCounters {
             resent_events: get(&self.resent_events),
             connections_up: get(&self.connections_up),
             last_error: self.last_error.lock().map(|e| e.clone()).unwrap_or(None),
+            sources: self
+                .sources
+                .get()
+                .map(|all| {
+                    all.iter()
+                        .map(|c| SourceSnapshot {
+                            name: c.name.clone(),
+                            events_sent: get(&c.events_sent),
+                            bytes_sent: get(&c.bytes_sent),
+                            resent_events: get(&c.resent_events),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
+    }
+
+    /// Names the sources (once; later calls are ignored) so their deliveries can be counted.
+    pub fn register_sources<'a>(&self, names: impl Iterator<Item = &'a str>) {
+        let counters = names
+            .map(|name| SourceCounters {
+                name: name.to_string(),
+                ..SourceCounters::default()
+            })
+            .collect();
+        let _ = self.sources.set(counters);
+    }
+
+    /// The counters of source `index`, once registered.
+    pub fn source(&self, index: usize) -> Option<&SourceCounters> {
+        self.sources.get().and_then(|all| all.get(index))
     }
 
     /// Record `what` as the last error, stamped with the current UTC time.

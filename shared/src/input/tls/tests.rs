@@ -103,7 +103,10 @@ fn files(key: &Path, cert: &Path) -> TlsFiles {
 #[test]
 fn pkcs8_rsa_pkcs1_and_sec1_ec_keys_load() {
     let id = rcgen_identity();
-    assert!(load_server_tls(&files(&id.key, &id.cert)).is_ok(), "PKCS#8 (rcgen)");
+    assert!(
+        load_server_tls(&files(&id.key, &id.cert)).is_ok(),
+        "PKCS#8 (rcgen)"
+    );
     let (_dir, key, cert) = openssl_identity(Legacy::RsaPkcs1);
     let rsa = load_server_tls(&files(&key, &cert));
     assert!(rsa.is_ok(), "RSA PKCS#1: {:?}", rsa.err());
@@ -371,7 +374,10 @@ async fn a_client_silent_longer_than_the_handshake_timeout_is_still_served() {
     // Silent for twice the handshake timeout: nothing may close it.
     let mut probe = [0u8; 1];
     let early = tokio::time::timeout(Duration::from_millis(2_200), tcp.peek(&mut probe)).await;
-    assert!(early.is_err(), "the listener closed a silent connection: {early:?}");
+    assert!(
+        early.is_err(),
+        "the listener closed a silent connection: {early:?}"
+    );
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let client = connector(&server.cert_der, false);
     let mut tls = client.connect(name, tcp).await.expect("late handshake");
@@ -464,7 +470,10 @@ async fn handshakes_beyond_the_limit_are_refused_and_counted() {
             assert!(answer.is_empty(), "refused before any TLS answer");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "never refused for the limit");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never refused for the limit"
+        );
     }
     let failures_before = counters.snapshot().tls_handshake_failures;
     drop(holder);

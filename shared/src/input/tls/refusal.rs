@@ -48,14 +48,15 @@ pub(crate) enum Kind {
     OverLimit,
     Version,
     Cipher,
-    ClientCertificate,
+    NoClientCertificate,
+    ClientCertificateRefused,
     PeerAlert,
     Broken,
     TimedOut,
     Other,
 }
 
-const KINDS: usize = 9;
+const KINDS: usize = 10;
 
 /// What the words need to know about the intake.
 pub(crate) struct Context<'a> {
@@ -77,9 +78,8 @@ impl Refusal {
                 TlsError::PeerIncompatible(PeerIncompatible::NoCipherSuitesInCommon) => {
                     Kind::Cipher
                 }
-                TlsError::NoCertificatesPresented | TlsError::InvalidCertificate(_) => {
-                    Kind::ClientCertificate
-                }
+                TlsError::NoCertificatesPresented => Kind::NoClientCertificate,
+                TlsError::InvalidCertificate(_) => Kind::ClientCertificateRefused,
                 TlsError::AlertReceived(_) => Kind::PeerAlert,
                 _ => Kind::Other,
             },
@@ -171,9 +171,14 @@ fn tls_words(error: &TlsError, hello: Option<&Hello>, cx: &Context<'_>) -> Strin
             "the client sent no certificate, and this intake requires one signed by the \
              tls_ca_name CA{ca} (tls_client_auth: required)"
         ),
-        TlsError::InvalidCertificate(CertificateError::UnknownIssuer) => {
-            format!("the client's certificate is not signed by the tls_ca_name CA{ca}")
-        }
+        TlsError::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
+            "the client's certificate was refused: it is not signed by the tls_ca_name CA{ca}"
+        ),
+        TlsError::InvalidCertificate(CertificateError::BadSignature) => format!(
+            "the client's certificate was refused: its signature does not verify against the \
+             tls_ca_name CA{ca} (another CA of the same name signed it, or the client's key does \
+             not match its certificate)"
+        ),
         TlsError::InvalidCertificate(e) => {
             format!("the client's certificate was refused: {e:?}")
         }
@@ -216,6 +221,7 @@ impl RefusalLog {
             .unwrap_or_else(|poisoned| poisoned.into_inner())[kind as usize]
             .occurred(Instant::now());
         let intake = &*self.intake;
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         match report {
             Some(Report::Started) => {
                 let problem = refusal.words(cx);

@@ -203,16 +203,18 @@ fn a_client_that_connects_early_and_speaks_after_the_handshake_timeout_is_served
     // Silent for more than twice the handshake timeout: the connection must stay open.
     tcp.set_nonblocking(true).unwrap();
     let mut probe = [0u8; 1];
-    let closed = wait_until(Duration::from_millis(2_500), || {
-        !matches!(tcp.peek(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-    });
-    assert!(!closed, "the forwarder closed a connection that had not spoken yet");
+    let closed = wait_until(
+        Duration::from_millis(2_500),
+        || !matches!(tcp.peek(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+    );
+    assert!(
+        !closed,
+        "the forwarder closed a connection that had not spoken yet"
+    );
     tcp.set_nonblocking(false).unwrap();
-    let conn = rustls::ClientConnection::new(
-        s.certs.client_config(),
-        "localhost".try_into().unwrap(),
-    )
-    .unwrap();
+    let conn =
+        rustls::ClientConnection::new(s.certs.client_config(), "localhost".try_into().unwrap())
+            .unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     tls.write_all(line("spoke late").as_bytes()).unwrap();
     tls.flush().unwrap();
@@ -252,12 +254,17 @@ fn check_warns_about_a_readable_key_and_refuses_client_auth_without_a_ca() {
     let (code, text) = check("");
     assert_eq!(code, Some(0), "{text}");
     let fix = format!("chmod 600 {}", certs.server_key.display());
-    assert!(text.contains("can be read or changed by its group or others"), "{text}");
+    assert!(
+        text.contains("can be read or changed by its group or others"),
+        "{text}"
+    );
     assert!(text.contains(&fix), "{text}");
     let (code, text) = check("  tls_client_auth: required\n");
     assert_eq!(code, Some(2), "{text}");
     assert!(
-        text.contains("intake \"Secure In\": field \"tls_client_auth\": verifying clients needs a CA"),
+        text.contains(
+            "intake \"Secure In\": field \"tls_client_auth\": verifying clients needs a CA"
+        ),
         "{text}"
     );
 }

@@ -102,7 +102,15 @@ fn receive_batch(
     let mut used = 0;
     received.clear();
     while received.len() < BATCH_DATAGRAMS && used + SLOT <= arena.len() {
-        match receive::try_receive(socket, &mut arena[used..used + SLOT], control) {
+        let slot = &mut arena[used..used + SLOT];
+        // The kernel's drop count is cumulative: reading it with the first datagram of each
+        // batch is enough, and keeps recvmsg's extra cost off the rest (see udp/receive.rs).
+        let got = if received.is_empty() {
+            receive::try_receive(socket, slot, control)
+        } else {
+            socket.try_recv_from(slot).map(|(n, peer)| (n, peer, None))
+        };
+        match got {
             Ok((n, peer, kernel_drops)) => {
                 if let Some(drops) = kernel_drops {
                     receive::note_kernel_drops(c, drops);

@@ -81,8 +81,10 @@ pub(crate) fn read(
     key: &Path,
     report: &mut Report<'_>,
 ) -> TlsHandshake {
-    let mut handshake = TlsHandshake::default();
-    handshake.client_auth = client_auth(fields, file, label, report);
+    let mut handshake = TlsHandshake {
+        client_auth: client_auth(fields, file, label, report),
+        ..TlsHandshake::default()
+    };
     let ca_named = fields.contains_key("tls_ca_name");
     match (handshake.client_auth, ca_named) {
         (ClientAuth::None, true) => report.warning(

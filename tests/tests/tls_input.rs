@@ -197,6 +197,20 @@ fn tls10_and_tls11_clients_get_the_protocol_version_alert_and_a_plain_log_line()
 }
 
 #[test]
+fn a_cipher_suite_mismatch_is_refused_with_both_sides_named() {
+    let s = setup("");
+    let out = s_client(&s, "cbc", &["-tls1_2", "-cipher", "AES128-SHA"]);
+    let text = output_text(&out);
+    assert!(!out.status.success(), "must be refused:\n{text}");
+    assert!(text.contains("alert handshake failure"), "{text}");
+    // OpenSSL offers no ECDHE group with RSA-only suites: rustls stops at the groups.
+    let words = "the client offered no key exchange group (ECDHE) this intake accepts \
+                 (it offered the cipher suites 0x002f, 0x00ff); this intake accepts the cipher \
+                 suites TLS13_";
+    assert!(refusal_logged(&s, words), "{}", s.fwd.stderr());
+}
+
+#[test]
 fn a_client_that_connects_early_and_speaks_after_the_handshake_timeout_is_served() {
     let s = setup("  tls_handshake_timeout: 1\n");
     let tcp = TcpStream::connect(("127.0.0.1", s.port)).unwrap();

@@ -129,12 +129,16 @@ impl Handshakes {
         let limit = usize::try_from(tls.handshake.max_in_progress)
             .unwrap_or(usize::MAX)
             .clamp(1, Semaphore::MAX_PERMITS);
-        let suites: Vec<String> = tls
-            .config
-            .crypto_provider()
+        let provider = tls.config.crypto_provider();
+        let suites: Vec<String> = provider
             .cipher_suites
             .iter()
             .map(|s| format!("{:?}", s.suite()))
+            .collect();
+        let groups: Vec<String> = provider
+            .kx_groups
+            .iter()
+            .map(|g| format!("{:?}", g.name()))
             .collect();
         Self {
             acceptor: TlsAcceptor::from(tls.config),
@@ -142,7 +146,11 @@ impl Handshakes {
             limit,
             in_progress: Arc::new(Semaphore::new(limit)),
             log: RefusalLog::new(Arc::from(tls.name)),
-            accepted_suites: suites.join(", "),
+            accepted_suites: format!(
+                "the cipher suites {} with the key exchange groups {}",
+                suites.join(", "),
+                groups.join(", ")
+            ),
             client_ca: tls.client_ca,
         }
     }

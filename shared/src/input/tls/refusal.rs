@@ -75,9 +75,11 @@ impl Refusal {
             Refusal::Broken(_) => Kind::Broken,
             Refusal::TimedOut { .. } => Kind::TimedOut,
             Refusal::Tls { error, .. } => match error {
-                TlsError::PeerIncompatible(PeerIncompatible::NoCipherSuitesInCommon) => {
-                    Kind::Cipher
-                }
+                TlsError::PeerIncompatible(
+                    PeerIncompatible::NoCipherSuitesInCommon
+                    | PeerIncompatible::NoKxGroupsInCommon
+                    | PeerIncompatible::NoSignatureSchemesInCommon,
+                ) => Kind::Cipher,
                 TlsError::NoCertificatesPresented => Kind::NoClientCertificate,
                 TlsError::InvalidCertificate(_) => Kind::ClientCertificateRefused,
                 TlsError::AlertReceived(_) => Kind::PeerAlert,
@@ -140,30 +142,44 @@ fn not_tls_words(first: &[u8]) -> String {
     format!("the client sent bytes that are not TLS (\"{shown}\"){looks_like}")
 }
 
+fn offered_suites(hello: &Hello) -> String {
+    const SHOWN: usize = 12;
+    let codes: Vec<String> = hello
+        .suites
+        .iter()
+        .take(SHOWN)
+        .map(|s| format!("0x{s:04x}"))
+        .collect();
+    let more = hello.suites.len().saturating_sub(SHOWN);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!(" (it offered the cipher suites {}{more})", codes.join(", "))
+}
+
 fn tls_words(error: &TlsError, hello: Option<&Hello>, cx: &Context<'_>) -> String {
     let ca = cx
         .client_ca
         .map_or_else(String::new, |p| format!(" ({})", p.display()));
     match error {
-        TlsError::PeerIncompatible(PeerIncompatible::NoCipherSuitesInCommon) => {
-            let offered = hello.map_or_else(String::new, |h| {
-                let codes: Vec<String> = h
-                    .suites
-                    .iter()
-                    .take(12)
-                    .map(|s| format!("0x{s:04x}"))
-                    .collect();
-                let more = h.suites.len().saturating_sub(12);
-                let more = if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                };
-                format!(" (it offered {}{more})", codes.join(", "))
-            });
+        TlsError::PeerIncompatible(
+            why @ (PeerIncompatible::NoCipherSuitesInCommon
+            | PeerIncompatible::NoKxGroupsInCommon
+            | PeerIncompatible::NoSignatureSchemesInCommon),
+        ) => {
+            let missing = match why {
+                PeerIncompatible::NoKxGroupsInCommon => "key exchange group (ECDHE)",
+                PeerIncompatible::NoSignatureSchemesInCommon => {
+                    "signature scheme for this intake's certificate"
+                }
+                _ => "cipher suite",
+            };
+            let offered = hello.map_or_else(String::new, offered_suites);
             format!(
-                "the client offered no cipher suite this intake accepts{offered}; \
-                 this intake accepts {}",
+                "the client offered no {missing} this intake accepts{offered}; this intake \
+                 accepts {}",
                 cx.accepted_suites
             )
         }

@@ -2,11 +2,12 @@
 //! own task. The server identity comes from the intake's files (`tls/identity.rs`).
 //!
 //! The handshake of one connection, in order:
-//! 1. **Wait for the client's first byte**, with no time limit. Clients that connect ahead of
-//!    time and speak later (syslog-ng's TLS destination sends its ClientHello only with its
-//!    first message) are normal; such a connection holds one connection slot and no buffer,
-//!    and is governed by the connection limits and the idle timeout, not by the handshake
-//!    timeout. A connection closed (or reset) before its first byte is not a handshake
+//! 1. **Wait for the client's first byte**; the handshake timeout does not run yet. Clients
+//!    that connect ahead of time and speak later (syslog-ng's TLS destination sends its
+//!    ClientHello only with its first message) are normal; such a connection holds its task
+//!    and socket and no buffer (the handshake's state is allocated at the first byte). What
+//!    bounds silent connections is the listener's connection handling (limits, keepalive),
+//!    not this module. A connection closed (or reset) before its first byte is not a handshake
 //!    failure: it is counted in `tls_closed_before_hello` and logged at `debug` (TCP health
 //!    checks, syslog-ng's reconnects).
 //! 2. **Take a handshake slot**: at most `tls_max_handshakes` handshakes are in progress per
@@ -189,9 +190,12 @@ pub(crate) async fn handshake(
         tls.refused(&Refusal::OverLimit { limit: tls.limit }, peer, counters);
         return None;
     };
+    // Boxed: its state (about 1.6 KiB) exists only from the first byte to the end of the
+    // handshake, not inline in every connection's task while the client is silent.
+    let negotiation = Box::pin(negotiate(tls, stream));
     let outcome = tokio::select! {
         _ = shutdown_requested(shutdown) => return None,
-        outcome = tokio::time::timeout(tls.timeout, negotiate(tls, stream)) => outcome,
+        outcome = tokio::time::timeout(tls.timeout, negotiation) => outcome,
     };
     let refusal = match outcome {
         Ok(Ok(stream)) => return Some(stream),

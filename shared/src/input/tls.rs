@@ -209,21 +209,23 @@ pub(crate) async fn handshake(
 /// Reads the first record, refuses what is not TLS or too old, and hands the rest to rustls.
 async fn negotiate(tls: &Handshakes, mut stream: TcpStream) -> Result<Accepted, Refusal> {
     let mut head = vec![0u8; hello::HEADER];
+    let got = stream.read(&mut head).await.map_err(Refusal::Broken)?;
+    if got == 0 {
+        return Err(Refusal::Broken(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    if !hello::may_be_tls(head[0]) {
+        // Decided on the first byte: a short plain-text line must not wait for 5 bytes.
+        head.truncate(got);
+        return Err(not_tls(head, &stream));
+    }
     stream
-        .read_exact(&mut head)
+        .read_exact(&mut head[got..])
         .await
         .map_err(Refusal::Broken)?;
     let header: [u8; hello::HEADER] = [head[0], head[1], head[2], head[3], head[4]];
     let mut hello = None;
     match hello::first_record(&header) {
-        FirstRecord::NotTls => {
-            let mut first = head;
-            let mut more = [0u8; SHOWN_BYTES - hello::HEADER];
-            if let Ok(n) = stream.try_read(&mut more) {
-                first.extend_from_slice(&more[..n]);
-            }
-            return Err(Refusal::NotTls { first });
-        }
+        FirstRecord::NotTls => return Err(not_tls(head, &stream)),
         FirstRecord::Sslv2Hello => {
             return Err(Refusal::OldVersion {
                 offered: Vec::new(),
@@ -247,6 +249,16 @@ async fn negotiate(tls: &Handshakes, mut stream: TcpStream) -> Result<Accepted, 
         FirstRecord::Handshake { .. } => {}
     }
     accept(tls, Replay::new(head, stream), hello).await
+}
+
+/// A not-TLS refusal showing the first bytes (those read, and a few more if already there).
+fn not_tls(mut first: Vec<u8>, stream: &TcpStream) -> Refusal {
+    let mut more = [0u8; SHOWN_BYTES];
+    let room = SHOWN_BYTES.saturating_sub(first.len());
+    if let Ok(n) = stream.try_read(&mut more[..room]) {
+        first.extend_from_slice(&more[..n]);
+    }
+    Refusal::NotTls { first }
 }
 
 async fn accept(

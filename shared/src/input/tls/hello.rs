@@ -42,6 +42,12 @@ pub(crate) enum FirstRecord {
     NotTls,
 }
 
+/// Whether a connection starting with this byte can be TLS (a handshake record, or an
+/// SSL 2.0-format hello); anything else is decided at once.
+pub(crate) fn may_be_tls(first: u8) -> bool {
+    first == HANDSHAKE || first & 0x80 != 0
+}
+
 /// Classifies a connection by its first record header.
 pub(crate) fn first_record(header: &[u8; HEADER]) -> FirstRecord {
     if header[0] & 0x80 != 0 && header[2] == CLIENT_HELLO {

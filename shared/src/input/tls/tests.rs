@@ -393,6 +393,23 @@ async fn a_client_silent_longer_than_the_handshake_timeout_is_still_served() {
 }
 
 #[tokio::test]
+async fn a_short_plain_line_is_refused_at_once_without_waiting_for_more() {
+    let names = Arc::new(Resolver::new(false));
+    let server = Server::start_with(names, quick(30, 16), None).await;
+    let mut plain = TcpStream::connect(server.addr).await.unwrap();
+    plain.write_all(b"hi\n").await.unwrap(); // fewer bytes than a record header
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut rest));
+    assert!(
+        closed.await.is_ok(),
+        "refused at once, not at the 30 s timeout"
+    );
+    let s = server.counters.snapshot();
+    assert_eq!((s.tls_not_tls, s.tls_handshake_failures), (1, 0));
+    server.shut_down().await;
+}
+
+#[tokio::test]
 async fn a_handshake_begun_and_not_finished_times_out_from_the_first_byte() {
     let names = Arc::new(Resolver::new(false));
     let server = Server::start_with(names, quick(1, 16), None).await;

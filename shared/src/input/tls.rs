@@ -5,9 +5,9 @@
 //! 1. **Wait for the client's first byte**; the handshake timeout does not run yet. Clients
 //!    that connect ahead of time and speak later (syslog-ng's TLS destination sends its
 //!    ClientHello only with its first message) are normal; such a connection holds its task
-//!    and socket and no buffer (the handshake's state is allocated at the first byte). What
-//!    bounds silent connections is the listener's connection handling (limits, keepalive),
-//!    not this module. A connection closed (or reset) before its first byte is not a handshake
+//!    and socket and no buffer (the handshake's state is allocated at the first byte). How
+//!    many silent connections may stay open is the TCP listener's concern (`tcp.rs`), not a
+//!    handshake timeout's. A connection closed (or reset) before its first byte is not a handshake
 //!    failure: it is counted in `tls_closed_before_hello` and logged at `debug` (TCP health
 //!    checks, syslog-ng's reconnects).
 //! 2. **Take a handshake slot**: at most `tls_max_handshakes` handshakes are in progress per

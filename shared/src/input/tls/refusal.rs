@@ -41,7 +41,7 @@ pub(crate) enum Refusal {
     TimedOut { after: Duration },
 }
 
-/// Kinds logged apart (see the module doc).
+/// Kinds logged apart (see the module doc). `Other` is last (see [`KINDS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     NotTls,
@@ -56,7 +56,8 @@ pub(crate) enum Kind {
     Other,
 }
 
-const KINDS: usize = 10;
+/// How many kinds there are: `Other` stays the last variant.
+const KINDS: usize = Kind::Other as usize + 1;
 
 /// What the words need to know about the intake.
 pub(crate) struct Context<'a> {

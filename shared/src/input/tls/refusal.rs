@@ -229,8 +229,8 @@ impl RefusalLog {
         }
     }
 
-    /// Logs `refusal` if its kind is due a line.
-    pub fn note(&self, refusal: &Refusal, peer: SocketAddr, cx: &Context<'_>) {
+    /// Logs `refusal` if its kind is due a line; returns whether a line was written.
+    pub fn note(&self, refusal: &Refusal, peer: SocketAddr, cx: &Context<'_>) -> bool {
         let kind = refusal.kind();
         let report = self
             .kinds
@@ -243,13 +243,15 @@ impl RefusalLog {
             Some(Report::Started) => {
                 let problem = refusal.words(cx);
                 tracing::warn!(intake, peer = %peer, problem, "TLS connection refused");
+                true
             }
             Some(Report::Ongoing { count, total, .. }) => {
                 let problem = refusal.words(cx);
                 tracing::warn!(intake, peer = %peer, problem, count, total,
                     "TLS connections still refused for this reason (count since the last line; latest shown)");
+                true
             }
-            _ => {}
+            _ => false,
         }
     }
 }
@@ -333,5 +335,24 @@ mod tests {
         .words(&cx());
         assert!(words.contains("\"<13>Jan\""), "{words}");
         assert!(words.contains("plain syslog"), "{words}");
+    }
+
+    #[test]
+    fn each_kind_gets_its_first_line_then_repeats_are_held_for_the_summary() {
+        let log = RefusalLog::new(std::sync::Arc::from("Secure"));
+        let peer: SocketAddr = "[::ffff:192.0.2.7]:5000".parse().unwrap();
+        let old = Refusal::OldVersion {
+            offered: vec![0x0301],
+        };
+        let plain = Refusal::NotTls {
+            first: b"<13>".to_vec(),
+        };
+        assert!(log.note(&old, peer, &cx()), "the first of a kind is logged");
+        assert!(!log.note(&old, peer, &cx()), "a repeat within 10 s is not");
+        assert!(
+            log.note(&plain, peer, &cx()),
+            "another kind is logged at once"
+        );
+        assert!(!log.note(&plain, peer, &cx()));
     }
 }

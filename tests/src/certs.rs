@@ -1,5 +1,7 @@
 //! Test certificates made with rcgen: one CA, a server certificate for 127.0.0.1/localhost
-//! (the TLS sink and TLS intakes), written as PEM files the forwarder reads.
+//! (the TLS sink and TLS intakes), and client certificates on demand (for intakes that verify
+//! clients), written as PEM files the forwarder and `openssl s_client` read. Private keys
+//! are written 0600, as an operator should keep them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +11,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 pub struct TestCerts {
     pub dir: tempfile::TempDir,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
     pub ca_pem: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
@@ -48,16 +52,35 @@ impl TestCerts {
         let server_key = dir.path().join("server.key");
         std::fs::write(&ca_pem, ca.pem()).expect("write ca");
         std::fs::write(&server_cert, cert.pem()).expect("write cert");
-        std::fs::write(&server_key, key.serialize_pem()).expect("write key");
+        write_private(&server_key, &key.serialize_pem());
         Self {
             dir,
+            ca_der: ca.der().clone(),
+            ca,
+            ca_key,
             ca_pem,
             server_cert,
             server_key,
-            ca_der: ca.der().clone(),
             cert_der: cert.der().clone(),
             key_der: key.serialize_der(),
         }
+    }
+
+    /// A client certificate for `name` signed by this CA, written as `NAME.crt` and `NAME.key`
+    /// in the certificate folder; returns (certificate, key).
+    pub fn client_identity(&self, name: &str) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().expect("client key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .expect("client cert");
+        let cert_path = self.dir.path().join(format!("{name}.crt"));
+        let key_path = self.dir.path().join(format!("{name}.key"));
+        std::fs::write(&cert_path, cert.pem()).expect("write client cert");
+        write_private(&key_path, &key.serialize_pem());
+        (cert_path, key_path)
     }
 
     /// The folder to use as CERTS_DIR (holds server.key, server.crt, ca.crt).
@@ -89,4 +112,11 @@ impl TestCerts {
             .with_no_client_auth();
         Arc::new(config)
     }
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &std::path::Path, pem: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, pem).expect("write key");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
 }

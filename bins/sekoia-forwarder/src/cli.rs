@@ -139,14 +139,24 @@ fn environment_problems(cfg: &ForwarderConfig) -> Vec<config::Problem> {
     }
     for intake in &cfg.intakes {
         let Some(files) = &intake.tls else { continue };
-        if let Err(e) = input::load_server_tls(&files.key, &files.cert) {
-            problems.push(config::Problem::in_entry(
+        match input::load_server_tls(files) {
+            Err(e @ input::InputError::ClientCa { .. }) => {
+                problems.push(config::Problem::in_entry(
+                    &intake.source,
+                    &intake.name,
+                    Some("tls_ca_name"),
+                    format!("the client CA cannot be used: {e}"),
+                    "name a PEM file holding the CA certificate(s) that signed the clients' certificates",
+                ));
+            }
+            Err(e) => problems.push(config::Problem::in_entry(
                 &intake.source,
                 &intake.name,
                 Some("tls_key_name"),
                 format!("the TLS key pair cannot be used: {e}"),
                 "give a PEM certificate and its matching private key (RSA, EC or PKCS#8) in CERTS_DIR",
-            ));
+            )),
+            Ok(_) => {}
         }
     }
     if let Err(e) = uplink::client_config(cfg.settings.ca_file.as_deref()) {

@@ -109,17 +109,9 @@ async fn serve(
                 .tls
                 .as_ref()
                 .ok_or_else(|| anyhow!("tls intake without certificate files"))?;
-            let tls = input::load_server_tls(&files.key, &files.cert)?;
+            let tls = input::TlsIntake::load(&intake.name, files)?;
             let listener = take_tcp(&mut fds)?;
-            input::serve_tls(
-                listener,
-                Arc::new(tls),
-                sink_dyn,
-                resolver,
-                counters.clone(),
-                stop_rx,
-            )
-            .await?;
+            input::serve_tls(listener, tls, sink_dyn, resolver, counters.clone(), stop_rx).await?;
         }
     }
     reporter.abort();

@@ -1,6 +1,7 @@
 //! Until the monitoring issue brings stats and `sekoia-ctl`, the ingest worker says in its
 //! log what it had to drop or cut: every interval, the counts that grew; at stop, the totals.
-//! Losses must never be silent, nor events sent under a sender's IP because its name came
+//! Losses must never be silent (including datagrams the kernel dropped before we could read
+//! them, `udp_kernel_drops`), nor events sent under a sender's IP because its name came
 //! too late (`resolve_timeouts`) or its held datagrams overflowed (`resolve_wait_overflows`).
 
 use std::sync::Arc;
@@ -28,9 +29,24 @@ pub async fn report_periodically(intake: String, counters: Arc<InputCounters>, e
             grew(|s| s.resolve_timeouts),
             grew(|s| s.resolve_wait_overflows),
         );
-        if dropped + truncated + partial + tls + resolve_timeouts + resolve_overflows > 0 {
-            warn!(intake = %intake, dropped_full = dropped, truncated, partial_discarded = partial,
-                tls_handshake_failures = tls, resolve_timeouts,
+        let (kernel_drops, not_tls, over_limit) = (
+            grew(|s| s.udp_kernel_drops),
+            grew(|s| s.tls_not_tls),
+            grew(|s| s.tls_handshakes_over_limit),
+        );
+        let refused = tls + not_tls + over_limit;
+        if dropped
+            + kernel_drops
+            + truncated
+            + partial
+            + refused
+            + resolve_timeouts
+            + resolve_overflows
+            > 0
+        {
+            warn!(intake = %intake, dropped_full = dropped, udp_kernel_drops = kernel_drops,
+                truncated, partial_discarded = partial, tls_handshake_failures = tls,
+                tls_not_tls = not_tls, tls_handshakes_over_limit = over_limit, resolve_timeouts,
                 resolve_wait_overflows = resolve_overflows, every_s = every.as_secs(),
                 "input losses and errors in the last interval");
         }
@@ -42,8 +58,10 @@ pub async fn report_periodically(intake: String, counters: Arc<InputCounters>, e
 pub fn report_totals(intake: &str, counters: &InputCounters) {
     let s = counters.snapshot();
     info!(intake = %intake, received = s.received, dropped_full = s.dropped_full,
-        truncated = s.truncated, partial_discarded = s.partial_discarded,
-        tls_handshake_failures = s.tls_handshake_failures, resolve_timeouts = s.resolve_timeouts,
+        udp_kernel_drops = s.udp_kernel_drops, truncated = s.truncated,
+        partial_discarded = s.partial_discarded, tls_handshake_failures = s.tls_handshake_failures,
+        tls_not_tls = s.tls_not_tls, tls_handshakes_over_limit = s.tls_handshakes_over_limit,
+        tls_closed_before_hello = s.tls_closed_before_hello, resolve_timeouts = s.resolve_timeouts,
         resolve_wait_overflows = s.resolve_wait_overflows, connections_total = s.connections_total,
         "input totals");
 }

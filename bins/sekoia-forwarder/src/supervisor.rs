@@ -145,16 +145,19 @@ fn bind(intake: &Intake) -> std::io::Result<OwnedFd> {
         Protocol::Udp => Type::DGRAM,
         Protocol::Tcp | Protocol::Tls => Type::STREAM,
     };
+    // SO_REUSEADDR lets a TCP listener rebind over TIME_WAIT after a restart; on UDP it
+    // would let another socket bind the same port and take datagrams, so UDP goes without.
+    let reuse = ty == Type::STREAM;
     let socket = match Socket::new(Domain::IPV6, ty, None) {
         Ok(s) => {
             s.set_only_v6(false)?;
-            s.set_reuse_address(true)?;
+            s.set_reuse_address(reuse)?;
             s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, intake.port)).into())?;
             s
         }
         Err(_) => {
             let s = Socket::new(Domain::IPV4, ty, None)?;
-            s.set_reuse_address(true)?;
+            s.set_reuse_address(reuse)?;
             s.bind(&SocketAddr::from(([0, 0, 0, 0], intake.port)).into())?;
             s
         }

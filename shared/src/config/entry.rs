@@ -17,12 +17,13 @@ use serde_yaml_ng::Value;
 
 use crate::config::intakes::RawEntry;
 use crate::config::problem::Problem;
+use crate::config::tls_client;
 use crate::config::tls_files::{self, TlsFileKind};
 use crate::config::validate::Built;
 use crate::config::yaml11::{boolean, describe, text, whole_number};
 use crate::config::{Protocol, TlsFiles};
 
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 13] = [
     "name",
     "protocol",
     "port",
@@ -33,8 +34,20 @@ const FIELDS: [&str; 10] = [
     "tls_cert_name",
     "tls_ca_name",
     "stats",
+    // tls_client.rs
+    "tls_client_auth",
+    "tls_max_handshakes",
+    "tls_handshake_timeout",
 ];
-const TLS_FIELDS: [&str; 3] = ["tls_key_name", "tls_cert_name", "tls_ca_name"];
+const TLS_FIELDS: [&str; 6] = [
+    "tls_key_name",
+    "tls_cert_name",
+    "tls_ca_name",
+    // tls_client.rs
+    "tls_client_auth",
+    "tls_max_handshakes",
+    "tls_handshake_timeout",
+];
 const KEY_FIX: &str = "copy the intake key again from the Intakes page of Sekoia.io";
 
 /// An entry after its own checks; `None` fields were reported as problems.
@@ -386,5 +399,12 @@ fn read_port_fields(
     let key = locate(tls_files::KEY);
     let cert = locate(tls_files::CERT);
     let ca = locate(tls_files::CA);
-    draft.tls = Some(TlsFiles { key, cert, ca });
+    // Client verification, handshake limits, key-file permissions: tls_client.rs.
+    let handshake = tls_client::read(fields, file, &label, &key, report);
+    draft.tls = Some(TlsFiles {
+        key,
+        cert,
+        ca,
+        handshake,
+    });
 }

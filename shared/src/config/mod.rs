@@ -25,6 +25,7 @@ mod intakes;
 mod problem;
 mod region;
 mod size;
+mod tls_client;
 mod tls_files;
 mod validate;
 mod yaml11;
@@ -38,6 +39,10 @@ pub use banner::banner;
 pub use problem::{ConfigErrors, Problem};
 pub use region::{parse_endpoint, Destination, Region, RegionError, UPLINK_PORT};
 pub use size::{parse_size, SizeError};
+pub use tls_client::{
+    ClientAuth, TlsHandshake, DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_MAX_HANDSHAKES,
+    MAX_HANDSHAKE_TIMEOUT_SECS,
+};
 
 /// Everything that comes from flags and environment variables (SPEC §1), resolved and checked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,13 +113,18 @@ impl std::fmt::Display for Protocol {
     }
 }
 
-/// Files of a tls intake, absolute (under `CERTS_DIR` unless the name was absolute).
+/// Files of a tls intake, absolute (under `CERTS_DIR` unless the name was absolute), and
+/// the handshake rules that use them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsFiles {
     pub key: PathBuf,
     pub cert: PathBuf,
     /// Checked only when `tls_ca_name` is given; the default (`server.crt`) may not exist.
+    /// Clients are verified against it when `handshake.client_auth` is not `None` (which
+    /// needs `tls_ca_name`).
     pub ca: PathBuf,
+    #[serde(default)]
+    pub handshake: TlsHandshake,
 }
 
 /// One listening intake.

@@ -7,8 +7,9 @@
 //!
 //! The key and certificate must exist and be readable (their PEM content is checked later by
 //! the input module when it builds the TLS server). The CA is checked only when
-//! `tls_ca_name` is given: inputs do not authenticate clients, so a missing default CA
-//! changes nothing and must not stop a setup that the reference accepted.
+//! `tls_ca_name` is given: only a named CA verifies clients (with `tls_client_auth`, see
+//! `tls_client.rs`), so a missing default CA changes nothing and must not stop a setup that
+//! the reference accepted.
 
 use std::path::{Path, PathBuf};
 

@@ -37,7 +37,7 @@ pub use budget::{BudgetLease, ReadBudget, DEFAULT_READ_BUDGET};
 pub use framing::{FrameDecoder, FrameSpan, BUFFER_LIMIT};
 pub use resolver::{FirstLookup, Lookup, Resolver, SenderHost, WaitedHost, DEFAULT_WAIT};
 pub use tcp::{serve_tcp, serve_tcp_with_budget};
-pub use tls::{load_server_tls, serve_tls, serve_tls_with_budget, HANDSHAKE_TIMEOUT};
+pub use tls::{load_server_tls, serve_tls, serve_tls_with_budget, TlsIntake};
 pub use udp::serve_udp;
 
 /// Largest message in bytes (the reference's `250k`); longer ones are truncated to this size.
@@ -77,7 +77,19 @@ pub struct InputCounters {
     pub connections_open: AtomicU64,
     /// Connections accepted since start.
     pub connections_total: AtomicU64,
+    /// TLS handshakes that began (a first byte came) and failed: not TLS 1.2+, no common
+    /// cipher suite, a client certificate refused, a timeout, a connection broken mid-way.
     pub tls_handshake_failures: AtomicU64,
+    // --- Counted apart from handshake failures (tls.rs, udp.rs) ---
+    /// TLS connections closed or reset before sending a byte (health checks, reconnects).
+    pub tls_closed_before_hello: AtomicU64,
+    /// TLS connections whose first bytes were not a TLS handshake record; closed.
+    pub tls_not_tls: AtomicU64,
+    /// TLS connections closed at their first byte: `tls_max_handshakes` were in progress.
+    pub tls_handshakes_over_limit: AtomicU64,
+    /// Datagrams the kernel dropped on the UDP socket, mostly because its receive buffer was
+    /// full (`SO_RXQ_OVFL`; since the socket was opened, so including before a restart).
+    pub udp_kernel_drops: AtomicU64,
     /// Failed reads (connection reset, UDP receive errors): the connection is closed.
     pub read_errors: AtomicU64,
     /// Payload bytes read from sockets (after TLS decryption).
@@ -100,6 +112,10 @@ pub struct InputCountersSnapshot {
     pub connections_open: u64,
     pub connections_total: u64,
     pub tls_handshake_failures: u64,
+    pub tls_closed_before_hello: u64,
+    pub tls_not_tls: u64,
+    pub tls_handshakes_over_limit: u64,
+    pub udp_kernel_drops: u64,
     pub read_errors: u64,
     pub bytes_received: u64,
     pub resolve_timeouts: u64,
@@ -121,6 +137,10 @@ impl InputCounters {
             connections_open: get(&self.connections_open),
             connections_total: get(&self.connections_total),
             tls_handshake_failures: get(&self.tls_handshake_failures),
+            tls_closed_before_hello: get(&self.tls_closed_before_hello),
+            tls_not_tls: get(&self.tls_not_tls),
+            tls_handshakes_over_limit: get(&self.tls_handshakes_over_limit),
+            udp_kernel_drops: get(&self.udp_kernel_drops),
             read_errors: get(&self.read_errors),
             bytes_received: get(&self.bytes_received),
             resolve_timeouts: get(&self.resolve_timeouts),
@@ -159,10 +179,12 @@ pub enum InputError {
         what: &'static str,
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: rustls::pki_types::pem::Error,
     },
-    #[error("TLS certificate file {} contains no PEM CERTIFICATE block", path.display())]
-    NoCertificate { path: PathBuf },
+    #[error("TLS {what} file {} contains no PEM CERTIFICATE block", path.display())]
+    NoCertificate { what: &'static str, path: PathBuf },
+    #[error("TLS client CA file {} cannot verify clients: {reason}", path.display())]
+    ClientCa { path: PathBuf, reason: String },
     #[error(
         "TLS key file {} contains no private key (expected a PEM 'RSA PRIVATE KEY', 'PRIVATE KEY' or 'EC PRIVATE KEY' block)",
         path.display()

@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 
 use super::budget::{BudgetLease, ReadBudget, DEFAULT_READ_BUDGET};
 use super::framing::{FrameDecoder, FrameSpan};
+use super::tls::Handshakes;
 use super::{shutdown_requested, InputCounters, InputError, MessageSink, Resolver, SenderHost};
 
 /// Read window every connection has without a budget lease.
@@ -91,7 +91,7 @@ pub async fn serve_tcp_with_budget(
 /// connection task to finish its last delivery.
 pub(crate) async fn accept_loop(
     l: std::net::TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<Handshakes>>,
     shared: Arc<Listener>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), InputError> {
@@ -135,14 +135,14 @@ pub(crate) async fn accept_loop(
 async fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<Handshakes>>,
     shared: Arc<Listener>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     match tls {
         None => read_frames(stream, peer, &shared, shutdown).await,
-        Some(acceptor) => {
-            let handshake = super::tls::handshake(&acceptor, stream, peer, &shared, &mut shutdown);
+        Some(tls) => {
+            let handshake = super::tls::handshake(&tls, stream, peer, &shared, &mut shutdown);
             if let Some(stream) = handshake.await {
                 read_frames(stream, peer, &shared, shutdown).await;
             }

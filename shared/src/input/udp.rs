@@ -5,7 +5,8 @@
 //! most 64 KiB, kept so the rule holds whatever the limit).
 //!
 //! The socket gets a large receive buffer ([`RECV_BUFFER`], capped by the kernel's
-//! `net.core.rmem_max`) to ride out bursts. When readable, datagrams are received until the
+//! `net.core.rmem_max`) to ride out bursts. What the kernel still drops because that buffer
+//! was full is counted in `udp_kernel_drops` (`SO_RXQ_OVFL`, see `udp/receive.rs`). When readable, datagrams are received until the
 //! socket would block or a batch is full ([`BATCH_DATAGRAMS`], or the 1 MiB arena), straight
 //! into one arena without copies, then delivered: one `deliver` call per run of datagrams
 //! from the same sender. UDP cannot push back, so frames the sink refuses are dropped and
@@ -24,6 +25,7 @@ use super::MAX_MESSAGE;
 use super::{shutdown_requested, Frame, InputCounters, InputError, MessageSink, Resolver};
 use waiting_room::{Outlet, RoomLimits, Route, WaitingRoom};
 
+mod receive;
 mod waiting_room;
 
 /// Receive buffer asked of the kernel for the socket.
@@ -61,8 +63,10 @@ pub(crate) async fn serve_udp_with_room(
     };
     s.set_nonblocking(true).map_err(adopt)?;
     enlarge_receive_buffer(&s);
+    receive::enable_drop_count(&s);
     let socket = tokio::net::UdpSocket::from_std(s).map_err(adopt)?;
     let mut arena = vec![0u8; ARENA];
+    let mut control = receive::control_buffer();
     let mut received: Vec<(SocketAddr, std::ops::Range<usize>)> = Vec::new();
     let mut room = WaitingRoom::new(limits);
     let out = Outlet {
@@ -82,7 +86,7 @@ pub(crate) async fn serve_udp_with_room(
             }
             ready = socket.readable() => ready.map_err(InputError::Receive)?,
         }
-        receive_batch(&socket, &mut arena, &mut received, &c);
+        receive_batch(&socket, &mut arena, &mut control, &mut received, &c);
         deliver_batch(&arena, &received, &out, &mut room);
     }
 }
@@ -91,14 +95,26 @@ pub(crate) async fn serve_udp_with_room(
 fn receive_batch(
     socket: &tokio::net::UdpSocket,
     arena: &mut [u8],
+    control: &mut [u8],
     received: &mut Vec<(SocketAddr, std::ops::Range<usize>)>,
     c: &InputCounters,
 ) {
     let mut used = 0;
     received.clear();
     while received.len() < BATCH_DATAGRAMS && used + SLOT <= arena.len() {
-        match socket.try_recv_from(&mut arena[used..used + SLOT]) {
-            Ok((n, peer)) => {
+        let slot = &mut arena[used..used + SLOT];
+        // The kernel's drop count is cumulative: reading it with the first datagram of each
+        // batch is enough, and keeps recvmsg's extra cost off the rest (see udp/receive.rs).
+        let got = if received.is_empty() {
+            receive::try_receive(socket, slot, control)
+        } else {
+            socket.try_recv_from(slot).map(|(n, peer)| (n, peer, None))
+        };
+        match got {
+            Ok((n, peer, kernel_drops)) => {
+                if let Some(drops) = kernel_drops {
+                    receive::note_kernel_drops(c, drops);
+                }
                 InputCounters::add(&c.bytes_received, n as u64);
                 received.push((peer, used..used + n));
                 used += n;

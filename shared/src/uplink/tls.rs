@@ -6,11 +6,11 @@
 //! file that cannot be read or holds no certificate is a configuration error (returned, not
 //! retried); an unreadable system store is only logged, as long as some root remains.
 
-use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use tracing::{debug, warn};
 
@@ -58,10 +58,10 @@ fn add_pem_file(roots: &mut RootCertStore, path: &Path) -> Result<usize, UplinkE
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(ca_error)?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
+    let pem = std::fs::read(path).map_err(ca_error)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(ca_error)?;
+        .map_err(|e| ca_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     let (added, _ignored) = roots.add_parsable_certificates(certs);
     if added == 0 {
         return Err(UplinkError::CaFileEmpty {

@@ -33,12 +33,91 @@ fn tls_names_work_with_or_without_suffix_and_a_named_ca_must_exist() {
         "intakes:\n{base}  tls_key_name: edge\n  tls_cert_name: edge.crt\n"
     ));
     let p = f.problems(&format!(
-        "intakes:\n{base}  tls_key_name: edge\n  tls_cert_name: edge\n  tls_ca_name: myca\n"
+        "intakes:\n{base}  tls_key_name: edge\n  tls_cert_name: edge\n  tls_ca_name: myca\n  tls_client_auth: required\n"
     ));
     assert!(
         only(&p).contains("field \"tls_ca_name\": the CA certificate file"),
         "{p:#?}"
     );
+}
+
+#[test]
+fn client_auth_needs_a_named_ca_and_a_ca_alone_is_a_warning() {
+    let f = Fixture::new();
+    f.write("certs/server.key", "k");
+    f.write("certs/server.crt", "c");
+    f.write("certs/clients.crt", "c");
+    let base = entry("Secure", "tls", "6514", K1);
+    let p = f.problems(&format!("intakes:\n{base}  tls_client_auth: required\n"));
+    let p = only(&p);
+    assert!(
+        p.contains("intake \"Secure\": field \"tls_client_auth\""),
+        "{p}"
+    );
+    assert!(
+        p.contains("`tls_ca_name` is not set; add `tls_ca_name: NAME`"),
+        "{p}"
+    );
+    let cfg = f.ok(&format!("intakes:\n{base}  tls_ca_name: clients\n"));
+    assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+    let w = cfg.warnings[0].to_string();
+    assert!(
+        w.contains("field \"tls_ca_name\": verifies no client"),
+        "{w}"
+    );
+    let cfg = f.ok(&format!(
+        "intakes:\n{base}  tls_ca_name: clients\n  tls_client_auth: Optional\n  tls_max_handshakes: 64\n  tls_handshake_timeout: 3\n"
+    ));
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    let tls = cfg.intakes[0].tls.clone().expect("tls");
+    assert_eq!(tls.ca, f.path("certs/clients.crt"));
+    let expected = TlsHandshake {
+        client_auth: ClientAuth::Optional,
+        max_in_progress: 64,
+        timeout_secs: 3,
+    };
+    assert_eq!(tls.handshake, expected);
+    assert_eq!(
+        f.ok(&format!("intakes:\n{base}")).intakes[0]
+            .tls
+            .clone()
+            .expect("tls")
+            .handshake,
+        TlsHandshake::default()
+    );
+}
+
+#[test]
+fn bad_handshake_settings_are_problems_with_a_fix() {
+    let f = Fixture::new();
+    f.write("certs/server.key", "k");
+    f.write("certs/server.crt", "c");
+    let base = entry("Secure", "tls", "6514", K1);
+    let p = f.problems(&format!(
+        "intakes:\n{base}  tls_client_auth: maybe\n  tls_max_handshakes: 0\n  tls_handshake_timeout: 4000\n"
+    ));
+    assert_eq!(p.len(), 3, "{p:#?}");
+    assert!(p[0].contains("\"maybe\" is not a known value; use none, optional or required"));
+    assert!(
+        p[1].contains("field \"tls_max_handshakes\": 0 is out of range"),
+        "{}",
+        p[1]
+    );
+    assert!(p[2].contains("field \"tls_handshake_timeout\": 4000 is out of range; use a whole number from 1 to 3600"), "{}", p[2]);
+}
+
+#[test]
+fn a_key_file_others_can_read_is_a_warning_naming_the_file_and_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let key = f.write("certs/server.key", "k");
+    f.write("certs/server.crt", "c");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let cfg = f.ok(&format!("intakes:\n{}", entry("Secure", "tls", "6514", K1)));
+    assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+    let w = cfg.warnings[0].to_string();
+    assert!(w.contains("field \"tls_key_name\""), "{w}");
+    assert!(w.contains(&format!("chmod 600 {}", key.display())), "{w}");
 }
 
 #[test]

@@ -32,6 +32,11 @@ impl Fixture {
             std::fs::create_dir_all(parent).expect("mkdir");
         }
         std::fs::write(&path, text).expect("write");
+        if name.ends_with(".key") {
+            use std::os::unix::fs::PermissionsExt;
+            let private = std::fs::Permissions::from_mode(0o600);
+            std::fs::set_permissions(&path, private).expect("chmod 600");
+        }
         path
     }
     fn settings(&self) -> Settings {

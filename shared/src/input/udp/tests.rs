@@ -306,3 +306,45 @@ fn oversize_datagram_is_truncated() {
     assert!(datagram_frame(b"").is_none());
     assert!(datagram_frame(b"\n").is_none());
 }
+
+#[tokio::test]
+async fn datagrams_the_kernel_dropped_are_counted_exactly() {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&socket)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    let addr = socket.local_addr().unwrap();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    const SENT: usize = 300;
+    for i in 0..SENT {
+        client
+            .send_to(format!("early {i}").as_bytes(), addr)
+            .unwrap();
+    }
+    let sink = RecordingSink::new();
+    let counters = Arc::new(InputCounters::new());
+    let (stop, shutdown) = watch::channel(false);
+    let names = Arc::new(Resolver::new(false));
+    let serve = serve_udp(socket, sink.clone(), names, counters.clone(), shutdown);
+    let task = tokio::spawn(serve);
+    sink.wait_until(PATIENCE, "the datagrams that fit", |s| s.count() > 0)
+        .await;
+    // The kernel reports its count with the next datagram queued after SO_RXQ_OVFL was set.
+    client.send_to(b"marker", addr).unwrap();
+    sink.wait_until(PATIENCE, "the marker", |s| {
+        s.texts().last().is_some_and(|t| t == "marker")
+    })
+    .await;
+    let kept = sink.count() - 1;
+    assert!(kept < SENT, "the small buffer must have dropped some");
+    let s = counters.snapshot();
+    assert_eq!(s.udp_kernel_drops, (SENT - kept) as u64, "kept {kept}");
+    assert_eq!(s.dropped_full, 0);
+    shut_down(Server {
+        addr,
+        counters,
+        stop,
+        task,
+    })
+    .await;
+}

@@ -30,8 +30,14 @@ fn decode(stream: &[u8], mut cut: impl FnMut() -> usize) -> Frames {
             frames.push((f.bytes.to_vec(), f.truncated));
         }
         dec.compact();
-        assert!(dec.pending() <= BUFFER_LIMIT, "pending bytes beyond the limit");
-        assert!(dec.allocated() <= BUFFER_LIMIT, "buffer grew beyond the limit");
+        assert!(
+            dec.pending() <= BUFFER_LIMIT,
+            "pending bytes beyond the limit"
+        );
+        assert!(
+            dec.allocated() <= BUFFER_LIMIT,
+            "buffer grew beyond the limit"
+        );
     }
     spans.clear();
     let discarded = dec.finish(&mut spans);
@@ -65,7 +71,10 @@ fuzz_target!(|data: &[u8]| {
     for (bytes, truncated) in &chunked.0 {
         assert!(!bytes.is_empty(), "empty frame delivered");
         assert!(bytes.len() <= MAX_MESSAGE, "frame longer than MAX_MESSAGE");
-        assert!(!truncated || bytes.len() == MAX_MESSAGE, "truncated frame of the wrong size");
+        assert!(
+            !truncated || bytes.len() == MAX_MESSAGE,
+            "truncated frame of the wrong size"
+        );
         let at = find(&stream[from..], bytes).expect("a frame that is not in the input");
         from += at + bytes.len();
     }

@@ -47,7 +47,9 @@ fn write_records(dir: &Path, budget: &DiskBudget, c: &mut Choices<'_>, count: u8
     };
     for i in 0..count {
         let len = usize::from(c.u8()) * 5;
-        let payload: Vec<u8> = (0..len).map(|j| b'a' + ((i as usize + j) % 26) as u8).collect();
+        let payload: Vec<u8> = (0..len)
+            .map(|j| b'a' + ((i as usize + j) % 26) as u8)
+            .collect();
         if !matches!(w.append(&META, &payload), Ok(true)) {
             break;
         }
@@ -120,7 +122,13 @@ fn damage(dir: &Path, c: &mut Choices<'_>) {
                 let raw = c.bytes(24);
                 let name: String = raw
                     .iter()
-                    .map(|&b| if b.is_ascii_graphic() && b != b'/' { b as char } else { '_' })
+                    .map(|&b| {
+                        if b.is_ascii_graphic() && b != b'/' {
+                            b as char
+                        } else {
+                            '_'
+                        }
+                    })
                     .collect();
                 if !name.is_empty() && name != "." && name != ".." {
                     write_at(&dir.join(name), 0, c.bytes(128));
@@ -155,7 +163,10 @@ fn read_all(dir: &Path, budget: &DiskBudget, commit: bool, max_bytes: usize) {
         match r.read(from, max_bytes, &mut out) {
             Ok(Some(span)) => {
                 assert_eq!(span.start, from, "span does not start where asked");
-                assert!(span.end > from && span.end % 8 == 0, "read did not advance to a boundary");
+                assert!(
+                    span.end > from && span.end % 8 == 0,
+                    "read did not advance to a boundary"
+                );
                 assert!(span.end <= r.end(), "read past the end");
                 assert_eq!(out.len() as u64, span.bytes, "payload bytes miscounted");
                 assert!(span.records > 0 || span.bytes == 0, "bytes without records");

@@ -7,7 +7,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sekoia_shared::syslog::internals::{parse_pri, parse_rfc3164, parse_rfc5424, sanitise, Fields, Pri};
+use sekoia_shared::syslog::internals::{
+    parse_pri, parse_rfc3164, parse_rfc5424, sanitise, Fields, Pri,
+};
 
 fn inside(part: &[u8], whole: &[u8]) -> bool {
     let (p, w) = (part.as_ptr() as usize, whole.as_ptr() as usize);
@@ -16,7 +18,10 @@ fn inside(part: &[u8], whole: &[u8]) -> bool {
 
 fn check_common(f: &Fields<'_>, header: &[u8]) {
     for field in [f.app_name, f.procid] {
-        assert!(field == b"-" || inside(field, header), "field not from the header");
+        assert!(
+            field == b"-" || inside(field, header),
+            "field not from the header"
+        );
     }
     if let Some(host) = f.hostname {
         assert!(inside(host, header), "hostname not from the header");
@@ -39,7 +44,10 @@ fuzz_target!(|raw: &[u8]| {
         Pri::Invalid => clean,
     };
     if let Some(f) = parse_rfc5424(header) {
-        assert!(header.starts_with(b"1 "), "RFC 5424 claimed a header without `1 `");
+        assert!(
+            header.starts_with(b"1 "),
+            "RFC 5424 claimed a header without `1 `"
+        );
         check_common(&f, header);
     }
     let f = parse_rfc3164(header);
@@ -47,13 +55,16 @@ fuzz_target!(|raw: &[u8]| {
     if let Some(host) = f.hostname {
         assert!(host.len() <= 511, "hostname longer than 511 bytes");
         assert!(
-            host.iter().all(|&b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+            host.iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
             "hostname byte outside [A-Za-z0-9._-]"
         );
     }
     assert!(
         f.app_name == b"-"
-            || f.app_name.iter().all(|&b| (0x20..0x7f).contains(&b) && !b":[/".contains(&b)),
+            || f.app_name
+                .iter()
+                .all(|&b| (0x20..0x7f).contains(&b) && !b":[/".contains(&b)),
         "app-name byte that should have ended it"
     );
 });

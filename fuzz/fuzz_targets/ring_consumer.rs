@@ -129,7 +129,10 @@ fn consume(path: &Path, capacity: u64, c: &mut Choices<'_>) {
         match consumer.read(from, until, max_bytes, &mut out) {
             Ok(Some(span)) => {
                 assert_eq!(span.start, from, "span does not start where asked");
-                assert!(span.end > from && span.end % 8 == 0, "read did not advance to a boundary");
+                assert!(
+                    span.end > from && span.end % 8 == 0,
+                    "read did not advance to a boundary"
+                );
                 assert!(until.is_none_or(|u| span.end <= u), "read past `until`");
                 assert_eq!(out.len() as u64, span.bytes, "payload bytes miscounted");
                 from = span.end;

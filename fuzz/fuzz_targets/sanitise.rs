@@ -36,12 +36,20 @@ fuzz_target!(|raw: &[u8]| {
     assert!(out.iter().all(|&b| b >= 0x20), "a control byte survived");
     let want = model(raw);
     if out != want {
-        let cap = raw.len().saturating_mul(4).min(MAX_MESSAGE).saturating_sub(3);
+        let cap = raw
+            .len()
+            .saturating_mul(4)
+            .min(MAX_MESSAGE)
+            .saturating_sub(3);
         assert!(want.starts_with(&out), "output is not the escaped message");
         assert!(out.len() >= cap, "cut before the rsyslog cap");
     }
     assert!(out.len() <= raw.len().saturating_mul(4).min(MAX_MESSAGE.max(raw.len())));
     // Clean text (the output has no control byte, so no trailing NUL or LF) is left alone.
     let mut again = Vec::new();
-    assert_eq!(sanitise(&out, &mut again), &out[..], "clean text was changed");
+    assert_eq!(
+        sanitise(&out, &mut again),
+        &out[..],
+        "clean text was changed"
+    );
 });

@@ -85,5 +85,6 @@ pub fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
         .mode(0o600)
         .open(path)
         .expect("open a scratch file");
-    file.write_all_at(bytes, offset).expect("write a scratch file");
+    file.write_all_at(bytes, offset)
+        .expect("write a scratch file");
 }

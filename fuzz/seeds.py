@@ -70,7 +70,7 @@ def main():
     msgs = [m for m in msgs if len(m) <= 4096]
     write("sanitise", msgs)
     write("parsers", msgs)
-    # render: first byte chooses "repeat past MAX_MESSAGE" when it is a multiple of 8.
+    # render: first byte chooses "repeat past MAX_MESSAGE" when it is a multiple of 32.
     write("render", [b"\x01" + m for m in msgs] + [b"\x00" + m for m in msgs[::25]])
     # framing: 8 bytes of cut sizes, then a stream mixing octet-counted and LF frames.
     streams = framing_table()

@@ -40,15 +40,18 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-/// `check` with `args`, on a one-intake configuration: (exit code, stderr).
-fn check(args: &[&str]) -> (i32, String) {
+/// `check` with `args`, on a one-intake configuration whose folders are in a temporary
+/// folder of mode `mode`: (exit code, stderr).
+fn check(mode: u32, args: &[&str]) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tempdir");
+    chmod(dir.path(), mode);
     let cfg = dir.path().join("intakes.yaml");
     let yaml = format!(
         "intakes:\n- name: One\n  protocol: tcp\n  port: {}\n  intake_key: {KEY}\n",
         free_tcp_port()
     );
     std::fs::write(&cfg, yaml).expect("write config");
+    std::fs::create_dir_all(dir.path().join("extended_conf")).expect("extended_conf");
     let out = Command::new(binary())
         .arg("check")
         .arg("--config")
@@ -70,7 +73,7 @@ fn check(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn unknown_user_is_a_configuration_error() {
-    let (code, err) = check(&["--user", "no-such-user-sekoia"]);
+    let (code, err) = check(0o755, &["--user", "no-such-user-sekoia"]);
     assert_eq!(
         code, 2,
         "an unknown user is a configuration problem:\n{err}"
@@ -83,13 +86,29 @@ fn unknown_user_is_a_configuration_error() {
 }
 
 #[test]
+fn spool_the_user_cannot_reach_is_a_configuration_error() {
+    // The spool folder is inside a folder of ours that only we may search.
+    let (code, err) = check(0o700, &["--user", "nobody"]);
+    assert_eq!(code, 2, "{err}");
+    if geteuid().is_root() {
+        assert!(
+            err.contains("user nobody cannot reach the spool folder"),
+            "{err}"
+        );
+        assert!(err.contains("search permission"), "{err}");
+    } else {
+        assert!(err.contains("only root can switch"), "{err}");
+    }
+}
+
+#[test]
 fn workers_run_as_the_named_user_and_deliver_exactly() {
     let nobody = User::from_name("nobody")
         .expect("user database")
         .expect("a user named nobody");
     if !geteuid().is_root() {
         // Only root can switch users: the same setting is then refused, clearly.
-        let (code, err) = check(&["--user", "nobody"]);
+        let (code, err) = check(0o755, &["--user", "nobody"]);
         assert_eq!(code, 2, "{err}");
         assert!(err.contains("only root can switch"), "{err}");
         return;

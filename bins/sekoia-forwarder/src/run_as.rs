@@ -110,13 +110,8 @@ impl RunAs {
     /// needed). `dir` itself is never followed if it is a link; only a folder owned by root
     /// or already by the user is accepted.
     pub fn give_folder(&self, dir: &Path, setting: &str) -> Result<()> {
-        match std::fs::create_dir_all(dir) {
-            Ok(()) => {}
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot create {} ({setting})", dir.display()))
-            }
-        }
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {} ({setting})", dir.display()))?;
         let folder = open_folder_nofollow(dir)
             .with_context(|| format!("cannot open {} ({setting})", dir.display()))?;
         let meta = folder
@@ -146,11 +141,13 @@ impl RunAs {
     /// user does not own (the folder itself may still be root's: start-up gives it).
     pub fn spool_problems(&self, spool: &Path) -> Vec<Problem> {
         let mut problems = Vec::new();
+        // The folder, or the nearest parent that exists (start-up creates the rest): found
+        // as we are, then looked up as the user, which needs search permission on the way.
+        let existing = spool
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(Path::new("/"));
         let reach = self.as_user(|| {
-            let existing = spool
-                .ancestors()
-                .find(|p| p.exists())
-                .unwrap_or(Path::new("/"));
             std::fs::metadata(existing).with_context(|| format!("{}", existing.display()))?;
             Ok(())
         });

@@ -265,12 +265,7 @@ fn impossible_head_published_after_attach_is_ignored() {
     p.publish();
     let good_head = c.head();
     assert_eq!(read_all(&mut c, 0), (b"onetwo".to_vec(), good_head, 2, 0));
-    for bad in [
-        good_head + 3,
-        good_head - 8,
-        4096 + 8 + good_head,
-        u64::MAX & !7,
-    ] {
+    for bad in [good_head + 3, good_head - 8, 4096 + 8 + good_head, !7u64] {
         patch(&path, OFF_HEAD as u64, &bad.to_le_bytes());
         let mut out = Vec::new();
         let span = c.read(good_head, None, usize::MAX, &mut out).unwrap();

@@ -1,5 +1,6 @@
 //! The supervisor: validates, prepares the shared state, binds every port, starts the workers,
-//! restarts any that dies, and stops them in order.
+//! restarts any that dies, and stops them in order. With a workers' user (`--user`,
+//! run_as.rs) it prepares and saves the state as that user, and keeps root itself.
 //!
 //! Order matters for losing nothing: at start the uplink comes first (it drains rings left by
 //! a crashed predecessor); at SIGTERM/SIGINT the inputs stop first, then the uplink gets time

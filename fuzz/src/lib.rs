@@ -74,7 +74,9 @@ pub fn scratch_dir() -> tempfile::TempDir {
     builder.tempdir().expect("a temporary folder")
 }
 
-/// Writes `bytes` at `offset` of the file at `path` (creating it 0600 if missing).
+/// Writes `bytes` at `offset` of the file at `path` (creating it 0600 if missing). Best
+/// effort: the programs also plant folders and links where files are expected, and writing
+/// through those may fail, which is part of the damage, not a bug.
 pub fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let file = std::fs::OpenOptions::new()
@@ -83,8 +85,8 @@ pub fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(path)
-        .expect("open a scratch file");
-    file.write_all_at(bytes, offset)
-        .expect("write a scratch file");
+        .open(path);
+    if let Ok(file) = file {
+        let _ = file.write_all_at(bytes, offset);
+    }
 }

@@ -40,3 +40,5 @@ failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 fuzz_passed=$(grep -c '^fuzz .*: ok' "$log" || true)
 fuzz_failed=$(grep -c '^fuzz .*: FAILED' "$log" || true)
 echo "tests: $((passed + fuzz_passed)) passed, $((failed + fuzz_failed)) failed"
+# A crashed fuzz target fails the run (a failed cargo test already stopped it above).
+[ "$((failed + fuzz_failed))" -eq 0 ]

@@ -121,7 +121,7 @@ fn workers_run_as_the_named_user_and_deliver_exactly() {
     let port = free_tcp_port();
     let yaml =
         format!("intakes:\n- name: RunAs\n  protocol: tcp\n  port: {port}\n  intake_key: {KEY}\n");
-    let fwd = ForwarderBuilder::new(&yaml, sink.port)
+    let mut fwd = ForwarderBuilder::new(&yaml, sink.port)
         .ca_file(&certs.ca_pem)
         .sandbox_mode(0o755)
         .arg("--user")
@@ -180,5 +180,21 @@ fn workers_run_as_the_named_user_and_deliver_exactly() {
     assert_eq!(
         std::fs::metadata(&rings[0]).expect("stat").mode() & 0o777,
         0o600
+    );
+
+    // An orderly stop saves as the user and a restart reopens the user's files.
+    assert!(fwd.terminate(WAIT).success(), "{}", fwd.stderr());
+    fwd.spawn();
+    let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect again");
+    client
+        .write_all(format!("<14>host app: seq={EVENTS:08} end\n").as_bytes())
+        .expect("send");
+    drop(client);
+    let lines = sink.wait_for(EVENTS as usize + 1, WAIT);
+    assert_eq!(
+        sequence_counts(&lines).len() as u64,
+        EVENTS + 1,
+        "{}",
+        fwd.stderr()
     );
 }

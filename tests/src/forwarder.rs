@@ -46,6 +46,7 @@ pub struct ForwarderBuilder {
     sink_port: u16,
     ca_file: Option<PathBuf>,
     certs_dir: Option<PathBuf>,
+    sandbox_mode: Option<u32>,
 }
 
 impl ForwarderBuilder {
@@ -57,7 +58,15 @@ impl ForwarderBuilder {
             sink_port,
             ca_file: None,
             certs_dir: None,
+            sandbox_mode: None,
         }
+    }
+
+    /// Mode of the sandbox folder (default 0700, tempfile's): 0755 lets a workers' user
+    /// (`--user`) reach the spool folder inside it.
+    pub fn sandbox_mode(mut self, mode: u32) -> Self {
+        self.sandbox_mode = Some(mode);
+        self
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -83,6 +92,10 @@ impl ForwarderBuilder {
     /// Starts it and waits until every worker said it serves.
     pub fn start(self) -> Forwarder {
         let dir = tempfile::tempdir().expect("sandbox");
+        if let Some(mode) = self.sandbox_mode {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(mode)).expect("chmod");
+        }
         let shm = tempfile::Builder::new()
             .prefix("sekoia-test-")
             .tempdir_in(if Path::new("/dev/shm").is_dir() {

@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use sekoia_shared::config::{self, ForwarderConfig, SettingsArgs};
 use sekoia_shared::{input, uplink};
 
+use crate::run_as::RunAs;
+
 /// Exit status for an invalid configuration (nothing was bound).
 pub const EXIT_BAD_CONFIG: u8 = 2;
 
@@ -59,9 +61,13 @@ pub struct CheckArgs {
     pub runtime: RuntimeArgs,
 }
 
-/// Where the supervisor keeps its shared-memory state.
+/// Where the supervisor keeps its shared-memory state, and who its workers run as.
 #[derive(Args, Debug, Clone)]
 pub struct RuntimeArgs {
+    /// User the workers run as when the forwarder starts as root (the supervisor keeps root
+    /// to hold the ports). Unset: every process keeps the user it was started as.
+    #[arg(long = "user", env = "RUN_AS_USER", value_name = "NAME")]
+    pub user: Option<String>,
     /// Directory for the shared-memory rings (tmpfs). One sub-directory per spool directory,
     /// so a supervisor restarted after a crash finds and drains the rings of its predecessor.
     #[arg(long, env = "SHM_DIR", default_value = "/dev/shm/sekoia-forwarder")]
@@ -110,24 +116,39 @@ pub struct UplinkWorkerArgs {
     pub journal_sync: JournalSync,
 }
 
-/// Resolves settings, loads the intake files and loads every certificate the workers will
-/// need, printing every problem on failure (before anything is bound or started).
-pub fn load_config(args: &SettingsArgs) -> Result<ForwarderConfig, ExitCode> {
+/// Resolves settings and the workers' user, loads the intake files and every certificate the
+/// workers will need, printing every problem on failure (before anything is bound or started).
+pub fn load_config(
+    args: &SettingsArgs,
+    runtime: &RuntimeArgs,
+) -> Result<(ForwarderConfig, Option<RunAs>), ExitCode> {
     let settings = args.resolve().map_err(|e| bad_config(&e))?;
-    let cfg = config::load(settings).map_err(|e| bad_config(&e))?;
-    let problems = environment_problems(&cfg);
+    let run_as = RunAs::resolve(runtime.user.as_deref());
+    let cfg = match config::load(settings) {
+        Ok(cfg) => cfg,
+        Err(mut errors) => {
+            errors.0.extend(run_as.err());
+            return Err(bad_config(&errors));
+        }
+    };
+    let (run_as, mut problems) = match run_as {
+        Ok(run_as) => (run_as, Vec::new()),
+        Err(problem) => (None, vec![problem]),
+    };
+    problems.extend(environment_problems(&cfg, run_as.as_ref()));
     if !problems.is_empty() {
         return Err(bad_config(&config::ConfigErrors(problems)));
     }
     for warning in &cfg.warnings {
         eprintln!("warning: {warning}");
     }
-    Ok(cfg)
+    Ok((cfg, run_as))
 }
 
 /// Checks what the workers will need from the machine: the TLS intakes' key pairs, the
-/// uplink's trust store, a writable spool directory.
-fn environment_problems(cfg: &ForwarderConfig) -> Vec<config::Problem> {
+/// uplink's trust store, a writable spool directory; with a workers' user, that this user
+/// can read the files and use the spool folder.
+fn environment_problems(cfg: &ForwarderConfig, run_as: Option<&RunAs>) -> Vec<config::Problem> {
     let mut problems = Vec::new();
     let spool = &cfg.settings.spool_dir;
     if let Err(e) = probe_writable(spool) {
@@ -158,6 +179,18 @@ fn environment_problems(cfg: &ForwarderConfig) -> Vec<config::Problem> {
             )),
             Ok(_) => {}
         }
+        for (field, path) in [("tls_key_name", &files.key), ("tls_cert_name", &files.cert)] {
+            if let Some(what) = run_as.and_then(|u| u.unreadable(path)) {
+                let fix = run_as.map(|u| u.read_fix(path)).unwrap_or_default();
+                problems.push(config::Problem::in_entry(
+                    &intake.source,
+                    &intake.name,
+                    Some(field),
+                    what,
+                    fix,
+                ));
+            }
+        }
     }
     if let Err(e) = uplink::client_config(cfg.settings.ca_file.as_deref()) {
         problems.push(config::Problem::setting(
@@ -165,6 +198,18 @@ fn environment_problems(cfg: &ForwarderConfig) -> Vec<config::Problem> {
             format!("the uplink trust store cannot be built: {e}"),
             "give a readable PEM file with the CA certificate(s) of the destination",
         ));
+    }
+    if let Some(run_as) = run_as {
+        problems.extend(run_as.spool_problems(spool));
+        if let Some(ca) = &cfg.settings.ca_file {
+            if let Some(what) = run_as.unreadable(ca) {
+                problems.push(config::Problem::setting(
+                    "--ca-file / SEKOIA_CA_FILE",
+                    what,
+                    run_as.read_fix(ca),
+                ));
+            }
+        }
     }
     problems
 }
@@ -176,11 +221,11 @@ fn bad_config(errors: &config::ConfigErrors) -> ExitCode {
 }
 
 /// `sekoia-forwarder check`: load and validate everything, bind nothing.
-pub fn check(args: &SettingsArgs) -> ExitCode {
-    match load_config(args) {
-        Ok(cfg) => {
+pub fn check(args: &SettingsArgs, runtime: &RuntimeArgs) -> ExitCode {
+    match load_config(args, runtime) {
+        Ok((cfg, run_as)) => {
             println!(
-                "configuration OK: {} intake(s){}, destination {}:{}",
+                "configuration OK: {} intake(s){}, destination {}:{}{}",
                 cfg.intakes.len(),
                 if cfg.stats.is_some() {
                     " + monitoring"
@@ -188,7 +233,8 @@ pub fn check(args: &SettingsArgs) -> ExitCode {
                     ""
                 },
                 cfg.settings.destination.host,
-                cfg.settings.destination.port
+                cfg.settings.destination.port,
+                run_as.map_or(String::new(), |u| format!(", workers run as {}", u.name))
             );
             ExitCode::SUCCESS
         }

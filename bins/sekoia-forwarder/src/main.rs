@@ -13,6 +13,7 @@ mod instance;
 mod intake_sink;
 mod logging;
 mod notify;
+mod run_as;
 mod status_board;
 mod stop_save;
 mod supervisor;
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
     match cli.command {
         None => run_supervisor(&cli.settings, &cli.runtime),
         Some(Command::Run(args)) => run_supervisor(&args.settings, &args.runtime),
-        Some(Command::Check(args)) => cli::check(&args.settings),
+        Some(Command::Check(args)) => cli::check(&args.settings, &args.runtime),
         Some(Command::IngestWorker(args)) => {
             logging::init("ingest");
             report(ingest_worker::run(&args))
@@ -49,8 +50,8 @@ fn run_supervisor(
     runtime: &cli::RuntimeArgs,
 ) -> ExitCode {
     logging::init("supervisor");
-    match cli::load_config(settings) {
-        Ok(config) => report(supervisor::run(config, runtime)),
+    match cli::load_config(settings, runtime) {
+        Ok((config, run_as)) => report(supervisor::run(config, runtime, run_as.as_ref())),
         Err(code) => code,
     }
 }

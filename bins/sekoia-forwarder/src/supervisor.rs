@@ -1,5 +1,6 @@
 //! The supervisor: validates, prepares the shared state, binds every port, starts the workers,
-//! restarts any that dies, and stops them in order.
+//! restarts any that dies, and stops them in order. With a workers' user (`--user`,
+//! run_as.rs) it prepares and saves the state as that user, and keeps root itself.
 //!
 //! Order matters for losing nothing: at start the uplink comes first (it drains rings left by
 //! a crashed predecessor); at SIGTERM/SIGINT the inputs stop first, then the uplink gets time
@@ -26,6 +27,7 @@ use tracing::{error, info, warn};
 
 use crate::cli::RuntimeArgs;
 use crate::instance::{self, Instance};
+use crate::run_as::RunAs;
 use crate::status_board::StatusBoard;
 use crate::worker_set::{Role, WorkerSet};
 
@@ -36,13 +38,48 @@ const UPLINK_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a port may stay taken (a dying predecessor's worker) before start-up fails.
 const BIND_RETRY_FOR: Duration = Duration::from_secs(10);
 
-pub fn run(cfg: ForwarderConfig, runtime_args: &RuntimeArgs) -> Result<()> {
+pub fn run(cfg: ForwarderConfig, runtime_args: &RuntimeArgs, run_as: Option<&RunAs>) -> Result<()> {
     let runtime = runtime_args;
     print!("{}", config::banner(&cfg));
+    if let Some(user) = run_as {
+        user.give_folder(&cfg.settings.spool_dir, "SPOOL_DIR")?;
+        user.give_folder(&runtime.shm_dir, "SHM_DIR")?;
+        info!(user = %user.name, uid = %user.uid, gid = %user.gid,
+            "workers run as this user; the supervisor keeps root to hold the ports");
+    }
+    let (instance, budget) = as_user(run_as, || prepare_state(&cfg, runtime))?;
+    let listeners = bind_all(&cfg.intakes)?;
+
+    let event_loop = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the supervisor's event loop")?;
+    event_loop.block_on(supervise(
+        &cfg,
+        instance,
+        listeners,
+        runtime_args,
+        run_as,
+        budget,
+    ))?;
+    Ok(())
+}
+
+/// Runs `f` as the workers' user when there is one (see run_as.rs), else as we are.
+fn as_user<T>(run_as: Option<&RunAs>, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match run_as {
+        Some(user) => user.as_user(f),
+        None => f(),
+    }
+}
+
+/// The private state the workers boot from: instance folder and lock, configuration, disk
+/// budget, doorbell, one ring per intake (reopened when a previous run left them).
+fn prepare_state(cfg: &ForwarderConfig, runtime: &RuntimeArgs) -> Result<(Instance, DiskBudget)> {
     let spool = &cfg.settings.spool_dir;
     PrivateDir::create(spool).context("cannot use the spool directory (SPOOL_DIR)")?;
     let instance = Instance::acquire(&runtime.shm_dir, spool)?;
-    instance.write_config(&cfg)?;
+    instance.write_config(cfg)?;
     let used = scan_usage(spool)
         .with_context(|| format!("cannot measure the spool directory {}", spool.display()))?;
     let budget = DiskBudget::create(&instance.dir().budget_path(), cfg.settings.disk_space, used)
@@ -55,14 +92,7 @@ pub fn run(cfg: ForwarderConfig, runtime_args: &RuntimeArgs) -> Result<()> {
     for intake in &cfg.intakes {
         create_ring(instance.dir(), intake)?;
     }
-    let listeners = bind_all(&cfg.intakes)?;
-
-    let event_loop = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the supervisor's event loop")?;
-    event_loop.block_on(supervise(&cfg, instance, listeners, runtime_args, budget))?;
-    Ok(())
+    Ok((instance, budget))
 }
 
 /// Creates the intake's ring, or reopens the one a previous run left. A ring file that
@@ -181,6 +211,7 @@ async fn supervise(
     instance: Instance,
     listeners: Vec<OwnedFd>,
     runtime: &RuntimeArgs,
+    run_as: Option<&RunAs>,
     budget: DiskBudget,
 ) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -192,7 +223,11 @@ async fn supervise(
         "--journal-sync".to_string(),
         runtime.journal_sync.as_arg().to_string(),
     ];
-    let mut workers = WorkerSet::new(instance.dir().path().to_path_buf(), common_args);
+    let mut workers = WorkerSet::new(
+        instance.dir().path().to_path_buf(),
+        common_args,
+        run_as.cloned(),
+    );
     workers.add(Role::Uplink, None)?;
     for (intake, listener) in cfg.intakes.iter().zip(listeners) {
         let role = Role::Ingest {
@@ -206,7 +241,7 @@ async fn supervise(
         destination = %format!("{}:{}", cfg.settings.destination.host, cfg.settings.destination.port),
         "forwarder running"
     );
-    let mut channels = control_channels(cfg, instance.dir().path()).await?;
+    let mut channels = control_channels(cfg, instance.dir().path(), run_as).await?;
     let mut board = StatusBoard::new();
     crate::notify::notify("READY=1");
 
@@ -267,7 +302,9 @@ async fn supervise(
         wait_for(&mut workers, is_uplink, Duration::from_secs(2)).await;
     }
     if workers.all_exited(|_| true) {
-        crate::stop_save::save_rings(cfg, instance.dir(), runtime.journal_sync)?;
+        as_user(run_as, || {
+            crate::stop_save::save_rings(cfg, instance.dir(), runtime.journal_sync)
+        })?;
     } else {
         warn!(
             "a worker is still running: rings are not saved to disk (they stay in shared memory)"
@@ -313,10 +350,17 @@ impl Channels {
 /// Binds the report socket (in the private instance folder), the control socket and the
 /// metrics address. A control socket or metrics address that cannot be bound is logged and
 /// done without: forwarding matters more.
-async fn control_channels(cfg: &ForwarderConfig, instance_dir: &Path) -> Result<Channels> {
+async fn control_channels(
+    cfg: &ForwarderConfig,
+    instance_dir: &Path,
+    run_as: Option<&RunAs>,
+) -> Result<Channels> {
     let (report_tx, reports) = mpsc::channel(256);
-    let report_listener = control_socket::bind(&instance_dir.join(REPORT_SOCKET))
-        .context("cannot create the workers' report socket")?;
+    // Bound as the workers' user: they must be able to connect to it.
+    let report_listener = as_user(run_as, || {
+        control_socket::bind(&instance_dir.join(REPORT_SOCKET))
+            .context("cannot create the workers' report socket")
+    })?;
     tokio::spawn(serve_reports(report_listener, report_tx));
     let (request_tx, requests) = mpsc::channel(16);
     let path = &cfg.settings.control_socket;

@@ -5,7 +5,8 @@
 //! (`LISTEN_FDS=1`); the supervisor keeps its own copy, so the port stays bound and its
 //! accept backlog survives while a dead worker is restarted. A worker that keeps crashing is
 //! restarted forever (never stopping matters more than anything) but with a delay growing to
-//! 30 s, and every crash is logged with its exit status.
+//! 30 s, and every crash is logged with its exit status. With a workers' user (run_as.rs)
+//! each worker is started with its uid and gid; std drops the supplementary groups.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -18,6 +19,8 @@ use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tracing::{error, info, warn};
+
+use crate::run_as::RunAs;
 
 /// The fd number a worker finds its listening socket at (systemd socket-activation layout).
 pub const LISTEN_FD: i32 = 3;
@@ -60,15 +63,18 @@ pub struct WorkerSet {
     workers: Vec<Worker>,
     /// Once stopping, dead workers are not restarted any more.
     stopping: bool,
+    /// The user workers run as; None: the supervisor's own.
+    run_as: Option<RunAs>,
 }
 
 impl WorkerSet {
-    pub fn new(state_dir: PathBuf, common_args: Vec<String>) -> Self {
+    pub fn new(state_dir: PathBuf, common_args: Vec<String>, run_as: Option<RunAs>) -> Self {
         Self {
             state_dir,
             common_args,
             workers: Vec::new(),
             stopping: false,
+            run_as,
         }
     }
 
@@ -90,6 +96,7 @@ impl WorkerSet {
     fn spawn(&mut self, idx: usize) -> Result<()> {
         let state_dir = self.state_dir.clone();
         let common_args = self.common_args.clone();
+        let run_as = self.run_as.clone();
         let worker = &mut self.workers[idx];
         let mut cmd = Command::new("/proc/self/exe");
         match &worker.role {
@@ -107,6 +114,10 @@ impl WorkerSet {
         // stops the workers in order (inputs first) instead of all at once.
         cmd.process_group(0);
         cmd.env("SEKOIA_SUPERVISOR_PID", std::process::id().to_string());
+        if let Some(user) = &run_as {
+            // std calls setgroups(0) before setuid when the real uid is 0 (no groups given).
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
         if let Some(listener) = &worker.listener {
             let fd = listener
                 .try_clone()

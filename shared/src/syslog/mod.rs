@@ -34,6 +34,17 @@ mod verified_cases;
 
 pub use clock::LocalClock;
 
+/// The steps of [`render_event`] one by one, for the fuzz targets (`fuzz/`) and the property
+/// tests (`shared/tests/properties.rs`). Not an API: names and shapes follow the code.
+#[doc(hidden)]
+pub mod internals {
+    pub use super::pri::{parse_pri, Pri, DEFAULT_PRI};
+    pub use super::rfc3164::parse as parse_rfc3164;
+    pub use super::rfc5424::parse as parse_rfc5424;
+    pub use super::sanitise::sanitise;
+    pub use super::Fields;
+}
+
 /// Largest message accepted, in bytes (the reference's `maxMessageSize="250k"`); longer
 /// messages are truncated by the input. Sanitising never makes a message longer than this.
 pub const MAX_MESSAGE: usize = 256_000;
@@ -50,8 +61,9 @@ pub struct EventContext<'a> {
 }
 
 /// The header fields a parser found, as slices of the sanitised message.
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Fields<'a> {
+pub struct Fields<'a> {
     /// None: the message carries no hostname; the sender's is used.
     pub hostname: Option<&'a [u8]>,
     /// Rendered verbatim (parsers already put `-` where rsyslog shows it).

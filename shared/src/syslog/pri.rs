@@ -10,17 +10,17 @@
 /// Largest valid PRI: facility 23, severity 7.
 const MAX_PRI: u32 = 191;
 /// PRI used when the message has none, or an invalid one (our deviation from `invld`).
-pub(crate) const DEFAULT_PRI: u8 = 13;
+pub const DEFAULT_PRI: u8 = 13;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pri {
+pub enum Pri {
     /// A usable PRI; the header starts at `body` (just after `>`, or 0 without PRI).
     Valid { value: u8, body: usize },
     /// Malformed or larger than 191.
     Invalid,
 }
 
-pub(crate) fn parse_pri(msg: &[u8]) -> Pri {
+pub fn parse_pri(msg: &[u8]) -> Pri {
     if msg.first() != Some(&b'<') {
         return Pri::Valid {
             value: DEFAULT_PRI,

@@ -23,7 +23,7 @@ use crate::syslog::Fields;
 const MAX_HOSTNAME: isize = 511;
 const MAX_TAG_BEFORE_COLON: usize = 510;
 
-pub(crate) fn parse(header: &[u8]) -> Fields<'_> {
+pub fn parse(header: &[u8]) -> Fields<'_> {
     let first = header.iter().position(|&b| b != b' ' && b != b'\t');
     if matches!(first.map(|i| header[i]), Some(b'{' | b'[')) {
         return Fields {

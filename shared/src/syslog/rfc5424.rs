@@ -16,7 +16,7 @@ use crate::syslog::timestamp::{skip_rfc3339, Cursor};
 use crate::syslog::Fields;
 
 /// Splits an RFC 5424 header, or returns None when `header` does not start with `1 `.
-pub(crate) fn parse(header: &[u8]) -> Option<Fields<'_>> {
+pub fn parse(header: &[u8]) -> Option<Fields<'_>> {
     if !header.starts_with(b"1 ") {
         return None;
     }

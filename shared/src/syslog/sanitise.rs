@@ -16,7 +16,7 @@ use crate::syslog::MAX_MESSAGE;
 
 /// Returns the sanitised message: a sub-slice of `raw` when nothing needs escaping,
 /// otherwise the escaped copy written into `scratch` (cleared first).
-pub(crate) fn sanitise<'a>(raw: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
+pub fn sanitise<'a>(raw: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
     let mut len = raw.len();
     if len > 0 && raw[len - 1] == 0 {
         len -= 1;

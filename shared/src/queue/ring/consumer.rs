@@ -15,14 +15,19 @@
 //!   the data area is always a record boundary, because records never straddle it.
 //!
 //! Every step advances by at least 8 bytes and never past the limit, so a read terminates and
-//! never touches unpublished bytes, whatever the ring contains.
+//! never touches unpublished bytes, whatever the ring contains. `head` itself comes from the
+//! other process: a value no producer could publish (not 8-aligned, behind the last one seen,
+//! more than the capacity past `committed`) is ignored and the last good one kept, so reads
+//! stay on record boundaries and within one lap of the ring (found by the fuzz target).
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::time::Instant;
 
 use super::layout::MappedRing;
 use super::locks::Role;
 use super::memory::{check_indices, RingMemory};
+use crate::log_limit::{Repeating, Report, SUMMARY_EVERY};
 use crate::queue::record::{decode_header, verify, RecordKind, RECORD_HEADER_LEN};
 use crate::queue::sync::Ordering;
 use crate::queue::{ReadSpan, RingError};
@@ -39,6 +44,8 @@ pub(crate) struct ConsumerCore<M: RingMemory> {
     /// For each span read and not yet committed: its end and the seq of the record after it,
     /// so a commit can publish `committed_seq` (the producer's count bound).
     seq_marks: VecDeque<(u64, u64)>,
+    /// Impossible heads seen (logged under the repeating rule).
+    bad_head: Repeating,
 }
 
 impl<M: RingMemory> ConsumerCore<M> {
@@ -54,7 +61,40 @@ impl<M: RingMemory> ConsumerCore<M> {
             head_cache: head,
             committed,
             seq_marks: VecDeque::new(),
+            bad_head: Repeating::new(SUMMARY_EVERY),
         })
+    }
+
+    /// Loads `head` and keeps it only if a producer could have published it (see the module
+    /// doc); returns the head to read up to.
+    fn refresh_head(&mut self) -> u64 {
+        // Pairs with the producer's Release store in `publish`: the bytes of every record
+        // below the loaded head are visible to the copies that follow.
+        let head = self.mem.load_head(Ordering::Acquire);
+        let possible =
+            head >= self.head_cache && check_indices(head, self.committed, self.capacity).is_ok();
+        if possible {
+            self.head_cache = head;
+            if self.bad_head.is_active() {
+                if let Some(Report::Ended { total, .. }) = self.bad_head.cleared(Instant::now()) {
+                    tracing::info!(
+                        head,
+                        total,
+                        "ring: the producer publishes possible heads again"
+                    );
+                }
+            }
+        } else if let Some(report) = self.bad_head.occurred(Instant::now()) {
+            tracing::warn!(
+                head,
+                last_good = self.head_cache,
+                committed = self.committed,
+                capacity = self.capacity,
+                ?report,
+                "ring: ignoring a head no producer could publish (damage or a broken producer)"
+            );
+        }
+        self.head_cache
     }
 
     pub(crate) fn committed(&self) -> u64 {
@@ -75,9 +115,7 @@ impl<M: RingMemory> ConsumerCore<M> {
     ) -> Result<Option<ReadSpan>, RingError> {
         let mut refreshed = from >= self.head_cache;
         if refreshed {
-            // Pairs with the producer's Release store in `publish`: the bytes of every record
-            // below the loaded head are visible to the copies below.
-            self.head_cache = self.mem.load_head(Ordering::Acquire);
+            self.refresh_head();
         }
         let mut head = self.head_cache;
         if from < self.committed || from > head || !from.is_multiple_of(8) {
@@ -102,11 +140,10 @@ impl<M: RingMemory> ConsumerCore<M> {
                 if refreshed || until <= head {
                     break;
                 }
-                // Reached the cached head: look once more (same pairing as above), so one
-                // read returns everything published when it started.
+                // Reached the cached head: look once more, so one read returns everything
+                // published when it started.
                 refreshed = true;
-                self.head_cache = self.mem.load_head(Ordering::Acquire);
-                head = self.head_cache;
+                head = self.refresh_head();
                 limit = until.min(head);
                 continue;
             }

@@ -251,6 +251,37 @@ fn insane_header_skips_to_the_end_of_the_published_segment() {
     assert!(c.read(120, None, 100, &mut Vec::new()).unwrap().is_none());
 }
 
+/// Found by the `ring_consumer` fuzz target: a head published after attach that no producer
+/// could publish (unaligned, behind, or more than the capacity ahead) made reads end off a
+/// record boundary (the next read was refused for ever) or walk the ring round and round.
+#[test]
+fn impossible_head_published_after_attach_is_ignored() {
+    let (_d, path) = new_ring(4096);
+    let mut p = RingProducer::attach(&path).unwrap();
+    let mut c = RingConsumer::attach(&path).unwrap();
+    for s in [b"one", b"two"] {
+        assert!(p.try_push(&meta(), s).unwrap());
+    }
+    p.publish();
+    let good_head = c.head();
+    assert_eq!(read_all(&mut c, 0), (b"onetwo".to_vec(), good_head, 2, 0));
+    for bad in [good_head + 3, good_head - 8, 4096 + 8 + good_head, !7u64] {
+        patch(&path, OFF_HEAD as u64, &bad.to_le_bytes());
+        let mut out = Vec::new();
+        let span = c.read(good_head, None, usize::MAX, &mut out).unwrap();
+        assert_eq!(span, None, "head {bad}: nothing past the last good head");
+        assert!(out.is_empty());
+    }
+    // A sane head later is taken again.
+    patch(&path, OFF_HEAD as u64, &good_head.to_le_bytes());
+    assert!(p.try_push(&meta(), b"six").unwrap());
+    p.publish();
+    assert_eq!(
+        read_all(&mut c, good_head),
+        (b"six".to_vec(), c.head(), 1, 0)
+    );
+}
+
 #[test]
 fn unpublished_records_are_invisible_and_a_new_producer_continues_from_head() {
     let (_d, path) = new_ring(4096);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::log_limit::{Repeating, Report};
+use crate::log_limit::{Repeating, Report, SUMMARY_EVERY};
 use crate::queue::{DiskBudget, Doorbell, JournalOptions, JournalWriter, RecordMeta, RingProducer};
 
 /// How often an unopenable journal is tried again.
@@ -89,6 +89,8 @@ pub struct IntakeWriter {
     /// The journal cannot take events (full disk, exhausted budget, failing writes): logged
     /// by the one rule for repeating conditions.
     held: Repeating,
+    /// When the journal last could not take an event.
+    last_held: Option<Instant>,
 }
 
 impl IntakeWriter {
@@ -103,6 +105,7 @@ impl IntakeWriter {
             journaled: false,
             rejected: 0,
             held: Repeating::default(),
+            last_held: None,
         };
         w.open_journal();
         w
@@ -190,11 +193,11 @@ impl IntakeWriter {
     /// periodically).
     pub fn sync_if_due(&mut self) {
         match self.journal.as_mut() {
-            Some(journal) => {
-                if let Err(e) = journal.sync_if_due() {
-                    self.held_back(&e);
-                }
-            }
+            Some(journal) => match journal.sync_if_due() {
+                Err(e) => self.held_back(&e),
+                Ok(()) if self.held.is_active() => self.writes_work(),
+                Ok(()) => {}
+            },
             None => self.open_journal(),
         }
     }
@@ -214,7 +217,9 @@ impl IntakeWriter {
     /// The journal could not take or write events: a start line, then a counted summary at
     /// most every 10 s (`log_limit`).
     fn held_back(&mut self, why: &dyn std::fmt::Display) {
-        match self.held.occurred(Instant::now()) {
+        let now = Instant::now();
+        self.last_held = Some(now);
+        match self.held.occurred(now) {
             Some(Report::Started) => warn!(intake = %self.name, reason = %why,
                 "journal cannot take events; holding them back (TCP/TLS senders wait, UDP drops and counts) until it works again"),
             Some(Report::Ongoing {
@@ -228,8 +233,16 @@ impl IntakeWriter {
         }
     }
 
-    /// A journal write went through: ends the held-back condition, if any.
+    /// A journal write went through: ends the held-back condition once nothing was held back
+    /// for a summary interval (a disk that frees room segment by segment holds back, then
+    /// takes, then holds back again: one condition, not a start and an end line each time).
     fn writes_work(&mut self) {
+        let quiet = self
+            .last_held
+            .is_none_or(|at| at.elapsed() >= SUMMARY_EVERY);
+        if !quiet {
+            return;
+        }
         if let Some(Report::Ended { total, lasted }) = self.held.cleared(Instant::now()) {
             info!(intake = %self.name, occurrences = total, lasted_s = lasted.as_secs(),
                 "journal takes events again");

@@ -163,8 +163,8 @@ impl Checkpoint {
     pub(crate) fn load(dir: &Path) -> Result<Option<Checkpoint>, JournalError> {
         let path = dir.join(CHECKPOINT_FILE);
         match read_file(&path)? {
-            None => Ok(None),
-            Some(Ok((_, c))) => Ok(Some(c)),
+            None | Some(Ok(None)) => Ok(None),
+            Some(Ok(Some((_, c)))) => Ok(Some(c)),
             Some(Err(reason)) => {
                 tracing::warn!(path = %path.display(), %reason, "damaged checkpoint ignored: reading restarts at the oldest segment (duplicates, not loss)");
                 Ok(None)
@@ -176,7 +176,7 @@ impl Checkpoint {
     /// is no readable checkpoint.
     pub(crate) fn durable_position(dir: &Path) -> u64 {
         match read_file(&dir.join(CHECKPOINT_FILE)) {
-            Ok(Some(Ok((_, c)))) => c.position,
+            Ok(Some(Ok(Some((_, c))))) => c.position,
             _ => 0,
         }
     }
@@ -187,18 +187,19 @@ impl Checkpoint {
     pub(crate) fn store(&self, dir: &Path) -> Result<(), JournalError> {
         let mut file = CheckpointFile::new(dir);
         file.seq = match read_file(&file.path)? {
-            Some(Ok((seq, _))) => seq,
+            Some(Ok(Some((seq, _)))) => seq,
             _ => 0,
         };
         file.store(self)
     }
 }
 
-/// A decoded file: `(seq, checkpoint)` of the winning slot, or why there is none.
-type Decoded = Result<(u64, Checkpoint), String>;
+/// A decoded file: `(seq, checkpoint)` of the winning slot, `None` for a file prepared and
+/// never stored, or why there is none.
+type Decoded = Result<Option<(u64, Checkpoint)>, String>;
 
-/// Reads and decodes the checkpoint file at `path`: `None` when it does not exist,
-/// `Some(Ok((seq, checkpoint)))` (seq 0 for format 1) or `Some(Err(reason))` when damaged.
+/// Reads and decodes the checkpoint file at `path`: `None` when it does not exist, else
+/// what [`decode_file`] says (seq 0 for format 1).
 fn read_file(path: &Path) -> Result<Option<Decoded>, JournalError> {
     let file = match open_private_file(path, Create::No) {
         Ok(f) => f,
@@ -216,9 +217,9 @@ fn read_file(path: &Path) -> Result<Option<Decoded>, JournalError> {
 }
 
 /// The winning checkpoint of a file's bytes (see the module doc).
-pub fn decode_file(bytes: &[u8]) -> Result<(u64, Checkpoint), String> {
+pub fn decode_file(bytes: &[u8]) -> Decoded {
     if bytes.len() == CHECKPOINT_V1_LEN {
-        return Checkpoint::decode_v1(bytes).map(|c| (0, c));
+        return Checkpoint::decode_v1(bytes).map(|c| Some((0, c)));
     }
     if bytes.len() as u64 != CHECKPOINT_FILE_LEN {
         return Err(format!(
@@ -231,12 +232,16 @@ pub fn decode_file(bytes: &[u8]) -> Result<(u64, Checkpoint), String> {
         Checkpoint::decode_slot(&bytes[..SLOT_LEN]),
         Checkpoint::decode_slot(&bytes[at..at + SLOT_LEN]),
     ];
+    let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
+    if zeros(&bytes[..SLOT_LEN]) && zeros(&bytes[at..at + SLOT_LEN]) {
+        return Ok(None); // prepared, never stored
+    }
     match slots {
-        [Ok(a), Ok(b)] => Ok(if b.0 > a.0 { b } else { a }),
-        [Ok(a), Err(_)] => Ok(a),
-        [Err(_), Ok(b)] => Ok(b),
+        [Ok(a), Ok(b)] => Ok(Some(if b.0 > a.0 { b } else { a })),
+        [Ok(a), Err(_)] => Ok(Some(a)),
+        [Err(_), Ok(b)] => Ok(Some(b)),
         [Err(a), Err(b)] => match Checkpoint::decode_v1(&bytes[..CHECKPOINT_V1_LEN]) {
-            Ok(c) => Ok((0, c)), // an upgrade that stopped before its first store
+            Ok(c) => Ok(Some((0, c))), // an upgrade that stopped before its first store
             Err(_) => Err(format!(
                 "both slots are unusable (slot 0: {a}; slot 1: {b})"
             )),
@@ -275,8 +280,8 @@ impl CheckpointFile {
             other => other?,
         };
         let ckpt = match found {
-            None => None,
-            Some(Ok((seq, c))) => {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some((seq, c)))) => {
                 file.seq = seq;
                 Some(c)
             }

@@ -827,11 +827,11 @@ fn checkpoint_slots_alternate_and_the_newer_valid_one_wins() {
     // slot 0 wins.
     let mut bytes = checkpoint_bytes(dir);
     bytes[512 + 30] ^= 0xff;
-    assert_eq!(decode_file(&bytes).unwrap().1.position, 16);
+    assert_eq!(decode_file(&bytes).unwrap().unwrap().1.position, 16);
     // A torn slot 0 instead: slot 1 wins.
     let mut bytes = checkpoint_bytes(dir);
     bytes[20] ^= 0xff;
-    assert_eq!(decode_file(&bytes).unwrap().1.position, 24);
+    assert_eq!(decode_file(&bytes).unwrap().unwrap().1.position, 24);
     // Both bad: no checkpoint (the reader starts at the oldest segment).
     bytes[512 + 30] ^= 0xff;
     std::fs::write(dir.join(CHECKPOINT_FILE), &bytes).unwrap();
@@ -871,7 +871,7 @@ fn a_format_1_checkpoint_is_read_once_then_upgraded_in_place() {
         let bytes = checkpoint_bytes(&f.dir);
         assert_eq!(bytes.len() as u64, CHECKPOINT_FILE_LEN);
         assert_eq!(
-            decode_file(&bytes).unwrap().1,
+            decode_file(&bytes).unwrap().unwrap().1,
             old,
             "an interrupted upgrade reads format 1"
         );

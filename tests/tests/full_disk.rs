@@ -1,0 +1,231 @@
+//! A spool on a real, small file system that fills up (issue 14): the test mounts a tmpfs of
+//! a few MiB as SPOOL_DIR, with DISK_SPACE far larger than it. The forwarder must hold the
+//! TCP sender back, keep delivering, make room as it delivers, and lose nothing the sender
+//! wrote, without a worker restart and without flooding its log.
+//!
+//! Mounting needs root (CI runs as root). Without it these tests fail with a message that
+//! says so: they never pass without having run.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sekoia_tests::events::{duplicates, sequence_counts, tail};
+use sekoia_tests::{free_tcp_port, wait_until, Forwarder, ForwarderBuilder, TestCerts, TlsSink};
+
+const KEY: &str = "FullDiskIntakeKey01234";
+
+/// A tmpfs mounted for the test's life; unmounted on drop, even when the test panics.
+struct Tmpfs {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the full_disk tests mount a tmpfs and need root (CI runs them as root); run them as root"
+        );
+        let dir = tempfile::tempdir().expect("mount point");
+        let path = dir.path().to_path_buf();
+        let opts = format!("size={size},mode=0700");
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+            .arg(&path));
+        Tmpfs { _dir: dir, path }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: the forwarder may still hold files there if the test failed half-way.
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("run a mount command");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A TCP sender writing `seq=0..total` (300-byte events) on one connection, counting the
+/// events whose bytes the kernel accepted. It blocks while the forwarder holds it back.
+struct Sender {
+    written: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sender {
+    fn start(port: u16, total: u64) -> Sender {
+        let written = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let (w, d) = (written.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            let mut buf = Vec::new();
+            let mut i = 0;
+            while i < total {
+                buf.clear();
+                let end = (i + 50).min(total);
+                for n in i..end {
+                    event(&mut buf, n);
+                }
+                c.write_all(&buf).expect("send");
+                w.store(end, Ordering::SeqCst);
+                i = end;
+            }
+            c.shutdown(std::net::Shutdown::Write).expect("shutdown");
+            d.store(true, Ordering::SeqCst);
+        });
+        Sender {
+            written,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    fn written(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
+    }
+
+    fn done(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take().filter(|_| self.done()) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One 300-byte event line (LF included).
+fn event(buf: &mut Vec<u8>, n: u64) {
+    let head = format!("<13>Oct 11 22:14:15 host app: seq={n} ");
+    buf.extend_from_slice(head.as_bytes());
+    buf.extend(std::iter::repeat_n(b'x', 299 - head.len()));
+    buf.push(b'\n');
+}
+
+fn yaml(port: u16) -> String {
+    format!("intakes:\n- name: FullDisk\n  protocol: tcp\n  port: {port}\n  intake_key: {KEY}\n")
+}
+
+fn start_forwarder(spool: &Path, port: u16, sink_port: u16, certs: &TestCerts) -> Forwarder {
+    ForwarderBuilder::new(&yaml(port), sink_port)
+        .ca_file(&certs.ca_pem)
+        .spool_dir(spool)
+        .env("DISK_SPACE", "32g")
+        .env("MEMORY_MESSAGES", "3000")
+        .start()
+}
+
+/// Waits until every event of `0..n` arrived; returns the counts.
+fn wait_all(sink: &TlsSink, n: u64, limit: Duration) -> BTreeMap<u64, u32> {
+    let mut counts = BTreeMap::new();
+    wait_until(limit, || {
+        counts = sequence_counts(&sink.lines());
+        counts.len() as u64 >= n
+    });
+    counts
+}
+
+fn warning_lines(log: &str) -> usize {
+    log.lines().filter(|l| l.contains(" WARN ")).count()
+}
+
+/// What the supervisor logs when a worker ends (a restart follows).
+fn worker_exits(log: &str) -> usize {
+    log.matches("worker exited").count()
+}
+
+#[test]
+fn a_full_spool_holds_the_sender_back_and_everything_it_wrote_is_delivered() {
+    let total: u64 = 60_000;
+    let fs = Tmpfs::mount("8m");
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let (port, sink_port) = (free_tcp_port(), free_tcp_port());
+    let mut fwd = start_forwarder(fs.path(), port, sink_port, &certs);
+    assert!(
+        fwd.stderr()
+            .contains("DISK_SPACE is more than the spool's file system can hold"),
+        "the budget in force is said at start:\n{}",
+        tail(&fwd.stderr())
+    );
+
+    // Destination down: 18 MB offered to an 8 MiB spool. The sender must be held back.
+    let sender = Sender::start(port, total);
+    let held = wait_until(Duration::from_secs(60), || {
+        fwd.stderr().contains("journal cannot take events")
+    });
+    assert!(
+        held,
+        "the sender was never held back:\n{}",
+        tail(&fwd.stderr())
+    );
+    assert!(
+        !sender.done(),
+        "the sender could not have written everything"
+    );
+    let before = sender.written();
+
+    // Destination back: everything the sender wrote is delivered, and it resumes.
+    let back = Instant::now();
+    let sink = TlsSink::start_on(&certs, sink_port);
+    let finished = wait_until(Duration::from_secs(120), || sender.done());
+    let counts = wait_all(&sink, total, Duration::from_secs(120));
+    let drained = back.elapsed();
+    let log = fwd.stderr();
+    eprintln!(
+        "held back at {before} of {total} written; delivered {} distinct ({} duplicates) in {drained:?} after the destination came back; {} warning lines",
+        counts.len(),
+        duplicates(&counts),
+        warning_lines(&log)
+    );
+    assert!(
+        finished,
+        "the sender never resumed: {} of {total} written\n{}",
+        sender.written(),
+        tail(&log)
+    );
+    assert_eq!(
+        counts.len() as u64,
+        total,
+        "missing events: {:?}\n{}",
+        (0..total)
+            .filter(|n| !counts.contains_key(n))
+            .take(20)
+            .collect::<Vec<_>>(),
+        tail(&log)
+    );
+    assert_eq!(worker_exits(&log), 0, "a worker restarted:\n{}", tail(&log));
+    assert!(
+        warning_lines(&log) < 60,
+        "{} warning lines:\n{}",
+        warning_lines(&log),
+        tail(&log)
+    );
+    if std::env::var_os("FULL_DISK_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    let status = fwd.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{}", tail(&fwd.stderr()));
+}

@@ -47,10 +47,50 @@ impl Tmpfs {
     }
 }
 
+impl Tmpfs {
+    /// Stacks a read-only bind mount of the file system over itself: from now on, creating,
+    /// deleting and opening files for writing there fails with EROFS, as after a remount
+    /// read-only. (A true `mount -o remount,ro` is refused with EBUSY while the forwarder
+    /// holds files open for writing; those keep working here.)
+    fn make_read_only(&self) {
+        run(Command::new("mount")
+            .args(["--bind", "-o", "ro"])
+            .arg(&self.path)
+            .arg(&self.path));
+        let probe = std::fs::File::create(self.path.join("probe"));
+        assert!(probe.is_err(), "the spool is read-only now");
+    }
+
+    /// Takes the read-only layer away: the file system is writable again (lazily: files
+    /// the forwarder opened for reading through the layer stay open).
+    fn make_writable(&self) {
+        run(Command::new("umount").arg("-l").arg(&self.path));
+    }
+
+    /// Writes a file that takes every free byte left (someone else filling the disk).
+    fn fill(&self) -> u64 {
+        let mut f = std::fs::File::create(self.path.join("filler")).expect("filler");
+        let chunk = vec![0xa5u8; 64 << 10];
+        let mut bytes = 0u64;
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => bytes += n as u64,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling the spool: {e}"),
+            }
+        }
+        bytes
+    }
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        // Lazy: the forwarder may still hold files there if the test failed half-way.
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        // Lazy: the forwarder may still hold files there if the test failed half-way. Twice:
+        // a read-only layer may be stacked on the tmpfs.
+        for _ in 0..2 {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
     }
 }
 
@@ -228,4 +268,131 @@ fn a_full_spool_holds_the_sender_back_and_everything_it_wrote_is_delivered() {
     }
     let status = fwd.terminate(Duration::from_secs(30));
     assert!(status.success(), "{}", tail(&fwd.stderr()));
+}
+
+/// Bytes of segment files in the intake's journal.
+fn journal_bytes(spool: &Path, port: u16) -> u64 {
+    let dir = spool.join(format!("journal-tcp-{port}"));
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_disk_filled_by_someone_else_keeps_delivering_and_makes_room_as_it_delivers() {
+    let total: u64 = 30_000;
+    let fs = Tmpfs::mount("8m");
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let (port, sink_port) = (free_tcp_port(), free_tcp_port());
+    let mut fwd = start_forwarder(fs.path(), port, sink_port, &certs);
+    let sender = Sender::start(port, total);
+    assert!(
+        wait_until(Duration::from_secs(60), || journal_bytes(fs.path(), port)
+            > 2 << 20),
+        "the journal never took 2 MiB:\n{}",
+        tail(&fwd.stderr())
+    );
+    // Someone else takes every free byte, and keeps it until the end of the test: only
+    // what the forwarder delivers and deletes makes room, and its checkpoint must be
+    // written without a new block.
+    let filler = fs.fill();
+    assert!(
+        wait_until(Duration::from_secs(60), || fwd
+            .stderr()
+            .contains("journal cannot take events")),
+        "the sender was never held back:\n{}",
+        tail(&fwd.stderr())
+    );
+    let sink = TlsSink::start_on(&certs, sink_port);
+    let finished = wait_until(Duration::from_secs(120), || sender.done());
+    let counts = wait_all(&sink, total, Duration::from_secs(120));
+    let log = fwd.stderr();
+    eprintln!(
+        "filler {filler} bytes; delivered {} distinct ({} duplicates); {} warning lines",
+        counts.len(),
+        duplicates(&counts),
+        warning_lines(&log)
+    );
+    assert!(
+        finished,
+        "the sender never resumed: {} of {total} written\n{}",
+        sender.written(),
+        tail(&log)
+    );
+    assert_eq!(counts.len() as u64, total, "events lost\n{}", tail(&log));
+    assert!(fs.path().join("filler").exists());
+    assert_eq!(worker_exits(&log), 0, "a worker restarted:\n{}", tail(&log));
+    assert!(
+        warning_lines(&log) < 60,
+        "{} warning lines:\n{}",
+        warning_lines(&log),
+        tail(&log)
+    );
+    assert!(fwd.terminate(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn a_spool_that_turns_read_only_then_writable_again_loses_nothing() {
+    let total: u64 = 20_000;
+    let fs = Tmpfs::mount("8m");
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let (port, sink_port) = (free_tcp_port(), free_tcp_port());
+    let mut fwd = start_forwarder(fs.path(), port, sink_port, &certs);
+    let sender = Sender::start(port, total);
+    assert!(
+        wait_until(Duration::from_secs(60), || journal_bytes(fs.path(), port)
+            > 1 << 20),
+        "the journal never took 1 MiB:\n{}",
+        tail(&fwd.stderr())
+    );
+    fs.make_read_only();
+    assert!(
+        wait_until(Duration::from_secs(60), || fwd
+            .stderr()
+            .contains("Read-only file system")),
+        "the forwarder never met the read-only spool:\n{}",
+        tail(&fwd.stderr())
+    );
+    // Reading and sending go on from a read-only spool.
+    let sink = TlsSink::start_on(&certs, sink_port);
+    assert!(
+        wait_until(Duration::from_secs(60), || sink.count() >= 6_000),
+        "delivery stopped while the spool was read-only: {} delivered\n{}",
+        sink.count(),
+        tail(&fwd.stderr())
+    );
+    fs.make_writable();
+    let finished = wait_until(Duration::from_secs(120), || sender.done());
+    let counts = wait_all(&sink, total, Duration::from_secs(120));
+    let log = fwd.stderr();
+    eprintln!(
+        "read-only spool: delivered {} distinct ({} duplicates); {} warning lines",
+        counts.len(),
+        duplicates(&counts),
+        warning_lines(&log)
+    );
+    if std::env::var_os("FULL_DISK_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    assert!(
+        finished,
+        "the sender never resumed: {} of {total} written\n{}",
+        sender.written(),
+        tail(&log)
+    );
+    assert_eq!(counts.len() as u64, total, "events lost\n{}", tail(&log));
+    assert_eq!(worker_exits(&log), 0, "a worker restarted:\n{}", tail(&log));
+    assert!(
+        warning_lines(&log) < 60,
+        "{} warning lines:\n{}",
+        warning_lines(&log),
+        tail(&log)
+    );
+    assert!(fwd.terminate(Duration::from_secs(30)).success());
 }

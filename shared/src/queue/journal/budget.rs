@@ -271,7 +271,7 @@ pub(crate) fn journal_usage(dir: &Path) -> std::io::Result<u64> {
     let mut total = 0u64;
     for (i, &start) in listing.segments.iter().enumerate() {
         let path = dir.join(super::segment_file_name(start));
-        let file = match open_private_file(&path, Create::No) {
+        let file = match open_private_file(&path, Create::ReadOnly) {
             Ok(f) => f,
             Err(e) if e.is_not_found() => continue, // deleted meanwhile
             Err(e) => return Err(std::io::Error::other(e)),

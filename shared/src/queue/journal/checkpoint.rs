@@ -201,7 +201,7 @@ type Decoded = Result<Option<(u64, Checkpoint)>, String>;
 /// Reads and decodes the checkpoint file at `path`: `None` when it does not exist, else
 /// what [`decode_file`] says (seq 0 for format 1).
 fn read_file(path: &Path) -> Result<Option<Decoded>, JournalError> {
-    let file = match open_private_file(path, Create::No) {
+    let file = match open_private_file(path, Create::ReadOnly) {
         Ok(f) => f,
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e.into()),

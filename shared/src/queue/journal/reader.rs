@@ -299,7 +299,7 @@ impl JournalReader {
         if self.cursor.as_ref().is_none_or(|c| c.start != start) {
             self.cursor = None;
             let path = self.dir.join(segment_file_name(start));
-            let file = match open_private_file(&path, Create::No) {
+            let file = match open_private_file(&path, Create::ReadOnly) {
                 Ok(f) => f,
                 Err(e) if e.is_not_found() => return Ok(None),
                 Err(e) => return Err(e.into()),

@@ -248,7 +248,7 @@ fn records_past(dir: &Path, prev: u64, next: u64, window: usize) -> Option<u64> 
     if data_end <= next {
         return None;
     }
-    let file = open_private_file(&path, Create::No).ok()?;
+    let file = open_private_file(&path, Create::ReadOnly).ok()?;
     let scan = SegmentCursor::new(prev, path, file, window)
         .scan(prev, data_end)
         .ok()?;

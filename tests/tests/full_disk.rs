@@ -396,3 +396,47 @@ fn a_spool_that_turns_read_only_then_writable_again_loses_nothing() {
     );
     assert!(fwd.terminate(Duration::from_secs(30)).success());
 }
+
+#[test]
+fn a_stop_with_a_full_disk_leaves_the_memory_tier_for_the_next_start_and_says_so() {
+    let total: u64 = 2_000; // fits in the memory tier (MEMORY_MESSAGES=3000)
+    let fs = Tmpfs::mount("8m");
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let (port, sink_port) = (free_tcp_port(), free_tcp_port());
+    let mut fwd = start_forwarder(fs.path(), port, sink_port, &certs);
+    fs.fill();
+    let sender = Sender::start(port, total);
+    assert!(wait_until(Duration::from_secs(30), || sender.done()));
+    assert!(
+        wait_until(Duration::from_secs(30), || fwd.ring_payloads().len() as u64
+            >= total),
+        "the events reached the memory tier"
+    );
+    let status = fwd.terminate(Duration::from_secs(60));
+    let log = fwd.stderr();
+    assert!(status.success(), "{status:?}\n{}", tail(&log));
+    assert!(
+        log.contains("its events stay in shared memory, where the next start sends them first"),
+        "the stop says where the events are:\n{}",
+        tail(&log)
+    );
+    assert!(
+        !log.contains("saved undelivered events to disk"),
+        "nothing could be saved, and the log must not say otherwise:\n{}",
+        tail(&log)
+    );
+    if std::env::var_os("FULL_DISK_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    std::fs::remove_file(fs.path().join("filler")).expect("free the disk");
+    fwd.spawn();
+    let sink = TlsSink::start_on(&certs, sink_port);
+    let counts = wait_all(&sink, total, Duration::from_secs(60));
+    assert_eq!(
+        counts.len() as u64,
+        total,
+        "events lost\n{}",
+        tail(&fwd.stderr())
+    );
+    assert!(fwd.terminate(Duration::from_secs(30)).success());
+}

@@ -97,6 +97,7 @@ impl DiskBudget {
         if len != BUDGET_LEN {
             file.set_len(BUDGET_LEN).map_err(|e| budget_err(path, e))?;
         }
+        super::state::allocate(&file, BUDGET_LEN).map_err(|e| budget_err(path, e))?;
         let m = SharedPage::map(&file, BUDGET_LEN, path)?;
         m.u32_at(OFF_VERSION).store(0, Ordering::Relaxed);
         m.write_magic(MAGIC);

@@ -23,7 +23,8 @@
 //!
 //! Files: `segment.rs` (segment header, naming, listing, the record walker shared by recovery
 //! and reading), `state.rs` (the mapped `state` file: published end, committed, locks),
-//! `checkpoint.rs`, `budget.rs`, `writer.rs`, `reader.rs`, `tests.rs`. `docs/journal.md`
+//! `checkpoint.rs` (the file, and where reading starts for it), `budget.rs`, `fs_room.rs`
+//! (what the spool's file system can hold), `writer.rs`, `reader.rs`, `tests.rs`. `docs/journal.md`
 //! draws every format and argues the crash cases.
 
 mod budget;

@@ -89,7 +89,11 @@ impl Drop for Tmpfs {
         // Lazy: the forwarder may still hold files there if the test failed half-way. Twice:
         // a read-only layer may be stacked on the tmpfs.
         for _ in 0..2 {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
 }
@@ -219,6 +223,15 @@ fn a_full_spool_holds_the_sender_back_and_everything_it_wrote_is_delivered() {
     assert!(
         held,
         "the sender was never held back:\n{}",
+        tail(&fwd.stderr())
+    );
+    // Held back for a while: one summary line after 10 s, not a line per attempt.
+    let summarised = wait_until(Duration::from_secs(30), || {
+        fwd.stderr().contains("journal still cannot take events")
+    });
+    assert!(
+        summarised,
+        "no summary of the hold-back:\n{}",
         tail(&fwd.stderr())
     );
     assert!(
@@ -439,4 +452,49 @@ fn a_stop_with_a_full_disk_leaves_the_memory_tier_for_the_next_start_and_says_so
         tail(&fwd.stderr())
     );
     assert!(fwd.terminate(Duration::from_secs(30)).success());
+}
+
+/// `sekoia-forwarder check` with SPOOL_DIR on `spool` and DISK_SPACE `disk_space`.
+fn check(spool: &Path, disk_space: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("sandbox");
+    let cfg = dir.path().join("intakes.yaml");
+    std::fs::write(&cfg, yaml(free_tcp_port())).expect("intakes.yaml");
+    std::fs::create_dir_all(dir.path().join("extended_conf")).expect("extended_conf");
+    let out = Command::new(sekoia_tests::forwarder::binary())
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--spool-dir")
+        .arg(spool)
+        .arg("--certs-dir")
+        .arg(dir.path().join("certs"))
+        .arg("--shm-dir")
+        .arg(dir.path().join("shm"))
+        .arg("--extended-conf")
+        .arg(dir.path().join("extended_conf"))
+        .env("DISK_SPACE", disk_space)
+        .env_remove("REGION")
+        .env_remove("ENDPOINT")
+        .output()
+        .expect("run check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_warns_when_disk_space_exceeds_what_the_spool_can_hold() {
+    let fs = Tmpfs::mount("8m");
+    let (code, err) = check(fs.path(), "32g");
+    assert_eq!(code, 0, "a warning, not an error: {err}");
+    assert!(
+        err.contains(
+            "warning: DISK_SPACE (34359738368 bytes) is more than the file system of SPOOL_DIR"
+        ),
+        "{err}"
+    );
+    let (code, err) = check(fs.path(), "2m");
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning: DISK_SPACE"), "{err}");
 }

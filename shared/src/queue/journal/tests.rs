@@ -1289,3 +1289,28 @@ fn journal_bench() {
         );
     }
 }
+
+#[test]
+fn the_budget_in_force_is_the_smaller_of_disk_space_and_the_file_system_room() {
+    let tmp = tempfile::tempdir().unwrap();
+    let room = FsRoom::of(tmp.path()).unwrap();
+    assert!(room.reserve <= 256 << 20 && room.reserve <= room.size / 32);
+    // DISK_SPACE far beyond the disk: the file system's room is in force.
+    let huge = DiskBudget::create(&tmp.path().join("a"), u64::MAX / 4, 4096).unwrap();
+    huge.apply_fs(tmp.path()).unwrap();
+    let f = huge.figures();
+    assert_eq!((f.configured, f.used), (u64::MAX / 4, 4096));
+    let expected = FsRoom::of(tmp.path()).unwrap().room_for_journals(4096);
+    // Other processes write to this disk meanwhile: the same figure within a few MiB.
+    assert!(
+        f.in_force.abs_diff(expected) < 64 << 20,
+        "{f:?} vs {expected}"
+    );
+    assert!(!huge.try_reserve(f.in_force.saturating_sub(4096) + 1));
+    // DISK_SPACE smaller than the disk: DISK_SPACE is in force.
+    let small = DiskBudget::create(&tmp.path().join("b"), 1 << 20, 0).unwrap();
+    small.apply_fs(tmp.path()).unwrap();
+    assert_eq!(small.figures().in_force, 1 << 20);
+    // A missing spool directory is measured on its nearest existing parent (`check`).
+    assert!(FsRoom::of(&tmp.path().join("not/yet")).is_ok());
+}

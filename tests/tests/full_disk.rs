@@ -117,13 +117,18 @@ struct Sender {
 
 impl Sender {
     fn start(port: u16, total: u64) -> Sender {
+        Self::start_at(port, 0, total)
+    }
+
+    /// Writes `seq=first..total`.
+    fn start_at(port: u16, first: u64, total: u64) -> Sender {
         let written = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicBool::new(false));
         let (w, d) = (written.clone(), done.clone());
         let thread = std::thread::spawn(move || {
             let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
             let mut buf = Vec::new();
-            let mut i = 0;
+            let mut i = first;
             while i < total {
                 buf.clear();
                 let end = (i + 50).min(total);
@@ -339,6 +344,9 @@ fn a_disk_filled_by_someone_else_keeps_delivering_and_makes_room_as_it_delivers(
         tail(&log)
     );
     assert_eq!(counts.len() as u64, total, "events lost\n{}", tail(&log));
+    if std::env::var_os("FULL_DISK_LOG").is_some() {
+        eprintln!("{log}");
+    }
     assert!(fs.path().join("filler").exists());
     assert_eq!(worker_exits(&log), 0, "a worker restarted:\n{}", tail(&log));
     assert!(
@@ -497,4 +505,46 @@ fn check_warns_when_disk_space_exceeds_what_the_spool_can_hold() {
     let (code, err) = check(fs.path(), "2m");
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning: DISK_SPACE"), "{err}");
+}
+
+#[test]
+fn a_delivered_active_segment_is_deleted_to_make_room_on_a_full_disk() {
+    let fs = Tmpfs::mount("8m");
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let (port, sink_port) = (free_tcp_port(), free_tcp_port());
+    let mut fwd = start_forwarder(fs.path(), port, sink_port, &certs);
+    // 3,000 events in memory, about 1,500 (less than one segment) in the journal.
+    let first = Sender::start(port, 4_500);
+    assert!(wait_until(Duration::from_secs(30), || first.done()));
+    assert!(
+        wait_until(Duration::from_secs(30), || journal_bytes(fs.path(), port)
+            > 1_400 * 300),
+        "the journal took the overflow:\n{}",
+        tail(&fwd.stderr())
+    );
+    // Someone else takes every free byte: the active segment cannot grow, and it is the
+    // only segment there is.
+    fs.fill();
+    let total = 12_000;
+    let second = Sender::start_at(port, 4_500, total);
+    assert!(
+        wait_until(Duration::from_secs(60), || fwd
+            .stderr()
+            .contains("journal cannot take events")),
+        "the sender was never held back:\n{}",
+        tail(&fwd.stderr())
+    );
+    let sink = TlsSink::start_on(&certs, sink_port);
+    let finished = wait_until(Duration::from_secs(120), || second.done());
+    let counts = wait_all(&sink, total, Duration::from_secs(120));
+    let log = fwd.stderr();
+    assert!(finished, "the sender never resumed\n{}", tail(&log));
+    assert_eq!(counts.len() as u64, total, "events lost\n{}", tail(&log));
+    assert!(
+        log.contains("deleted the delivered active segment to make room"),
+        "{}",
+        tail(&log)
+    );
+    assert_eq!(worker_exits(&log), 0, "a worker restarted:\n{}", tail(&log));
+    assert!(fwd.terminate(Duration::from_secs(30)).success());
 }

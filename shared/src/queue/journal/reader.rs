@@ -376,6 +376,11 @@ impl JournalReader {
                 }
             }
         }
+        if walk.pos == from && self.cursor.as_ref().is_some_and(SegmentCursor::is_unlinked) {
+            // Caught up on a segment the writer deleted to make room: close it, or its
+            // blocks stay taken on a full disk.
+            self.cursor = None;
+        }
         Ok(self.finish_read(from, walk))
     }
 

@@ -358,6 +358,12 @@ impl SegmentCursor {
         Ok(self.file.metadata()?.len().saturating_sub(HDR))
     }
 
+    /// True when the file was deleted (its blocks are freed only once it is closed).
+    pub(crate) fn is_unlinked(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().is_ok_and(|m| m.nlink() == 0)
+    }
+
     /// Bytes `pos .. pos + n` (logical positions) if all of them lie below `lim`, read through
     /// the window. Bytes at or past `lim` are never kept (they may be being written).
     fn get(&mut self, pos: u64, n: usize, lim: u64) -> std::io::Result<Option<&[u8]>> {

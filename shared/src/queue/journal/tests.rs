@@ -260,7 +260,9 @@ fn exhausted_budget_makes_append_return_false_until_commit_frees_a_segment() {
         assert!(n < 1000, "the budget must stop the writer");
     }
     assert!(f.budget.used() <= f.budget.limit());
-    assert_eq!(f.segments().len(), 3);
+    // Three whole segments, then smaller ones in what the sealed segments' unused tails
+    // gave back.
+    assert!(f.segments().len() >= 3, "{:?}", f.segments());
     w.flush().unwrap();
     assert!(!w.append(&meta(), &event(n, 200)).unwrap(), "still full");
     let mut r = f.reader();

@@ -45,6 +45,10 @@ use crate::queue::record::{encode_record, record_len};
 use crate::queue::shared_file::{open_private_file, Create, SharedFileError};
 use crate::queue::RecordMeta;
 
+/// Segments smaller than `segment_bytes` (when the budget cannot hold a whole one) are sized
+/// in steps of this.
+const SMALL_SEGMENT_STEP: u64 = 64 << 10;
+
 /// The segment records are appended to.
 struct Active {
     start: u64,
@@ -302,23 +306,24 @@ impl JournalWriter {
         {
             return Ok(true);
         }
-        self.start_segment(self.end)
+        self.start_segment(self.end, HDR + rec)
     }
 
-    /// Reserves a segment from the budget and creates it at `start`, sealing the active one.
-    /// `Ok(false)`: the budget cannot hold it, nothing changed.
-    fn start_segment(&mut self, start: u64) -> Result<bool, JournalError> {
-        let seg_bytes = self.opts.segment_bytes;
+    /// Reserves a segment from the budget and creates it at `start`, sealing the active one;
+    /// `need` is what it must hold (header and pending records). `Ok(false)`: the budget
+    /// cannot hold it, nothing changed.
+    fn start_segment(&mut self, start: u64, need: u64) -> Result<bool, JournalError> {
         self.budget.recheck_fs(&self.dir);
-        let reserved = self.budget.try_reserve(seg_bytes)
-            || (self.reclaim_active() && self.budget.try_reserve(seg_bytes));
-        if !reserved {
+        let Some(capacity) = self
+            .reserve_segment(need)
+            .or_else(|| self.reclaim_active().then(|| self.reserve_segment(need))?)
+        else {
             return Ok(false);
-        }
+        };
         let path = self.dir.join(segment_file_name(start));
         let header = SegmentHeader {
             start,
-            capacity: seg_bytes,
+            capacity,
             first_seq: self.next_seq.saturating_sub(self.buffered_records),
             created_us: unix_micros(),
             intake_id: self.intake_id,
@@ -326,7 +331,7 @@ impl JournalWriter {
         let file = match create_segment(&path, &header) {
             Ok(f) => f,
             Err(source) => {
-                self.budget.release(seg_bytes);
+                self.budget.release(capacity);
                 return Err(JournalError::OpenSegment { path, source });
             }
         };
@@ -338,11 +343,22 @@ impl JournalWriter {
             path,
             file,
             written: HDR,
-            capacity: seg_bytes,
+            capacity,
         });
         self.unsynced = true;
         sync_dir(&self.dir).map_err(|e| super::dir_error(&self.dir, e))?;
         Ok(true)
+    }
+
+    /// Reserves a whole segment if the budget holds one, else a smaller one that holds
+    /// `need` (a nearly full disk still takes events, in smaller segments); returns its
+    /// capacity.
+    fn reserve_segment(&self, need: u64) -> Option<u64> {
+        let full = self.opts.segment_bytes.max(need);
+        let small = need.next_multiple_of(SMALL_SEGMENT_STEP).min(full);
+        [full, small, need]
+            .into_iter()
+            .find(|&bytes| self.budget.try_reserve(bytes))
     }
 
     /// Seals a segment: its bytes are durable before newer segments exist on disk, and its
@@ -393,14 +409,15 @@ impl JournalWriter {
             return Ok(());
         }
         let start = self.end - self.buf.len() as u64;
-        if self.active.is_none() && !self.start_segment(start)? {
+        let need = HDR + self.buf.len() as u64;
+        if self.active.is_none() && !self.start_segment(start, need)? {
             return Err(JournalError::BudgetExhausted {
                 path: self.dir.clone(),
             });
         }
         match self.write_buffer() {
             Err(e) if e.is_disk_full() && self.reclaim_active() => {
-                if !self.start_segment(start)? {
+                if !self.start_segment(start, need)? {
                     return Err(e);
                 }
                 self.write_buffer()?;

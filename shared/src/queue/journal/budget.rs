@@ -158,6 +158,13 @@ impl DiskBudget {
         }
     }
 
+    /// Charges `n` bytes even past the limit (records already accepted from senders, see
+    /// `JournalWriter`): the charge stays exact, so `release` balances it.
+    pub fn force_reserve(&self, n: u64) {
+        // Relaxed: see `try_reserve`.
+        self.inner.u64_at(OFF_USED).fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Returns `n` bytes to the budget (saturating at zero: a drifted counter never wraps).
     pub fn release(&self, n: u64) {
         let used = self.inner.u64_at(OFF_USED);

@@ -48,6 +48,7 @@ use super::segment::{
 };
 use super::state::{LockByte, SharedState};
 use super::{JournalError, JournalOptions};
+use crate::log_limit::{Repeating, Report};
 use crate::queue::record::RecordKind;
 use crate::queue::ReadSpan;
 
@@ -111,6 +112,8 @@ pub struct JournalReader {
     strikes: Option<Strikes>,
     /// Segments taken out of the stream that could not be moved aside.
     ignored: Vec<u64>,
+    /// Reads failing on a segment (a failing disk): logged by the rule of `log_limit`.
+    read_failing: Repeating,
 }
 
 fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -156,6 +159,7 @@ impl JournalReader {
             committed_next_seq: ckpt.map_or(0, |c| c.next_seq),
             strikes: None,
             ignored: Vec::new(),
+            read_failing: Repeating::default(),
         };
         r.start_at_checkpoint(ckpt);
         if let Err(e) = r.delete_passed() {
@@ -276,7 +280,14 @@ impl JournalReader {
         let writer_may_fill_it =
             newest && (self.end > start || self.state.is_locked_by_other(LockByte::Published)?);
         if (!at_once && count < STRIKES_BEFORE_QUARANTINE) || writer_may_fill_it {
-            tracing::warn!(journal = %self.dir.display(), segment = start, failures = count, error = %error, "journal: cannot read a segment; retrying");
+            if let Some(report) = self.read_failing.occurred(Instant::now()) {
+                let lasted_s = match report {
+                    Report::Ongoing { lasted, .. } => lasted.as_secs(),
+                    _ => 0,
+                };
+                tracing::warn!(journal = %self.dir.display(), segment = start, failures = count,
+                    lasted_s, error = %error, "journal: cannot read a segment; retrying (summarised every 10 s)");
+            }
             return Err(error);
         }
         let path = self.dir.join(segment_file_name(start));
@@ -394,6 +405,9 @@ impl JournalReader {
         }
         if walk.pos > from {
             self.strikes = None;
+            if let Some(Report::Ended { total, .. }) = self.read_failing.cleared(Instant::now()) {
+                tracing::info!(journal = %self.dir.display(), failures = total, "journal: segments read again");
+            }
         }
         (walk.pos > from).then_some(walk.span)
     }

@@ -26,7 +26,8 @@
 //! Full disk: when a roll finds the budget exhausted or a write fails with ENOSPC, and the
 //! reader's durable checkpoint has passed everything written to the active segment, the
 //! writer deletes that segment itself and continues in a new one where it ended
-//! (`reclaim_active`): delivered space comes back even when it is the only segment.
+//! (`reclaim_active`): delivered space comes back even when it is the only segment. A budget
+//! that cannot hold a whole segment gets a smaller one (`reserve_segment`).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -317,6 +318,7 @@ impl JournalWriter {
         let Some(capacity) = self
             .reserve_segment(need)
             .or_else(|| self.reclaim_active().then(|| self.reserve_segment(need))?)
+            .or_else(|| self.reserve_for_accepted(need))
         else {
             return Ok(false);
         };
@@ -359,6 +361,22 @@ impl JournalWriter {
         [full, small, need]
             .into_iter()
             .find(|&bytes| self.budget.try_reserve(bytes))
+    }
+
+    /// Records already taken from senders (buffered here) may go into the file system's
+    /// reserve when the budget in force refuses them but the disk has the room: at most one
+    /// buffer (`buffer_bytes`) per journal beyond the budget, so that accepted events reach
+    /// the disk instead of holding the intake back until someone else frees space.
+    fn reserve_for_accepted(&self, need: u64) -> Option<u64> {
+        let pending = HDR + self.buf.len() as u64;
+        if self.buf.is_empty() || need > pending {
+            return None;
+        }
+        let room = super::FsRoom::of(&self.dir).ok()?;
+        (room.available >= need).then(|| {
+            self.budget.force_reserve(need);
+            need
+        })
     }
 
     /// Seals a segment: its bytes are durable before newer segments exist on disk, and its

@@ -47,6 +47,7 @@ pub struct ForwarderBuilder {
     ca_file: Option<PathBuf>,
     certs_dir: Option<PathBuf>,
     sandbox_mode: Option<u32>,
+    spool: Option<PathBuf>,
 }
 
 impl ForwarderBuilder {
@@ -59,6 +60,7 @@ impl ForwarderBuilder {
             ca_file: None,
             certs_dir: None,
             sandbox_mode: None,
+            spool: None,
         }
     }
 
@@ -89,6 +91,13 @@ impl ForwarderBuilder {
         self
     }
 
+    /// Uses `p` (which must exist: a file system the test mounted) as SPOOL_DIR instead of a
+    /// directory in the sandbox.
+    pub fn spool_dir(mut self, p: &Path) -> Self {
+        self.spool = Some(p.to_path_buf());
+        self
+    }
+
     /// Starts it and waits until every worker said it serves.
     pub fn start(self) -> Forwarder {
         let dir = tempfile::tempdir().expect("sandbox");
@@ -106,7 +115,10 @@ impl ForwarderBuilder {
             .expect("shm dir");
         let config = dir.path().join("intakes.yaml");
         fs::write(&config, &self.yaml).expect("write intakes.yaml");
-        let spool = dir.path().join("spool");
+        let spool = self
+            .spool
+            .clone()
+            .unwrap_or_else(|| dir.path().join("spool"));
         fs::create_dir_all(&spool).expect("spool");
         fs::create_dir_all(dir.path().join("extended_conf")).expect("extended_conf");
         let mut f = Forwarder {

@@ -236,9 +236,28 @@ pub fn check(args: &SettingsArgs, runtime: &RuntimeArgs) -> ExitCode {
                 cfg.settings.destination.port,
                 run_as.map_or(String::new(), |u| format!(", workers run as {}", u.name))
             );
+            warn_if_disk_space_exceeds_fs(&cfg.settings.spool_dir, cfg.settings.disk_space);
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+/// `check`: a warning (not an error) when `DISK_SPACE` is more than the spool's file system
+/// can hold; the forwarder then limits its disk queue to what it can hold.
+fn warn_if_disk_space_exceeds_fs(spool: &std::path::Path, disk_space: u64) {
+    use sekoia_shared::queue::{scan_usage, FsRoom};
+    let Ok(room) = FsRoom::of(spool) else {
+        return;
+    };
+    let holds = room.room_for_journals(scan_usage(spool).unwrap_or(0));
+    if disk_space > holds {
+        eprintln!(
+            "warning: DISK_SPACE ({disk_space} bytes) is more than the file system of SPOOL_DIR ({}) can hold: {holds} bytes ({} free, minus a reserve of {}); the forwarder will queue at most that much on disk",
+            spool.display(),
+            room.available,
+            room.reserve
+        );
     }
 }
 

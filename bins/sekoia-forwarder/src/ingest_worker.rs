@@ -44,11 +44,12 @@ pub fn run(args: &IngestWorkerArgs) -> Result<()> {
     // The memory tier holds `queue_size` events (and at most the ring's bytes).
     producer.set_max_records(Some(intake.queue_size));
     let budget = DiskBudget::open(&state.budget_path()).context("cannot open the disk budget")?;
+    let options = crate::journal_options(&cfg, args.journal_sync, &budget);
     let opener = JournalOpener::new(
         SpoolDir::new(&cfg.settings.spool_dir).journal_dir(key),
         intake.id,
         budget,
-        crate::journal_options(&cfg, args.journal_sync),
+        options,
     );
     let writer = IntakeWriter::new(&intake.name, producer, opener, doorbell);
     let sink = Arc::new(IntakeSink::new(intake.clone(), writer));

@@ -56,13 +56,15 @@ fn run_supervisor(
     }
 }
 
-/// Journal settings of this configuration (segment size from `DISK_SPACE`, fsync policy).
+/// Journal settings of this configuration: segment size from the disk budget in force (the
+/// smaller of `DISK_SPACE` and what the spool's file system can hold), fsync policy.
 fn journal_options(
     cfg: &sekoia_shared::config::ForwarderConfig,
     sync: cli::JournalSync,
+    budget: &sekoia_shared::queue::DiskBudget,
 ) -> sekoia_shared::queue::JournalOptions {
     sekoia_shared::queue::intake::journal_options(
-        cfg.settings.disk_space,
+        budget.limit(),
         cfg.intakes.len(),
         sync == cli::JournalSync::Always,
     )

@@ -2,6 +2,8 @@
 //! its intake's saved tier on disk (`queue::intake::save_ring` says how and why that order
 //! loses nothing). Rings of intakes no longer configured are saved too.
 
+use std::path::Path;
+
 use anyhow::Result;
 use sekoia_shared::config::ForwarderConfig;
 use sekoia_shared::queue::intake;
@@ -22,20 +24,25 @@ pub fn save_rings(cfg: &ForwarderConfig, state: &InstanceDir, sync: JournalSync)
             .find(|i| QueueKey::of(i) == key)
             .map_or(0, |i| i.id);
         let (ring, dir) = (state.ring_path(key), spool.saved_dir(key));
-        let opts = crate::journal_options(cfg, sync);
+        let opts = crate::journal_options(cfg, sync, &budget);
         match intake::save_ring(&ring, &dir, intake_id, budget.clone(), opts) {
-            Ok(saved) if saved.events > 0 => {
-                info!(ring = %ring.display(), events = saved.events, bytes = saved.bytes,
-                    to = %dir.display(), "saved undelivered events to disk");
-                if saved.left_bytes > 0 {
-                    error!(ring = %ring.display(), left_bytes = saved.left_bytes,
-                        "DISK_SPACE is exhausted: the rest stays in shared memory (lost on reboot)");
-                }
-            }
-            Ok(_) => {}
+            Ok(saved) => log_saved(&ring, &dir, &saved),
             Err(e) => error!(ring = %ring.display(), error = %e,
-                "cannot save the ring to disk; its events stay in shared memory"),
+                "cannot save the ring to disk: its events stay in shared memory, where the next start sends them first (a reboot loses them)"),
         }
     }
     Ok(())
+}
+
+/// Says exactly what was saved and what stayed in shared memory, and why.
+fn log_saved(ring: &Path, dir: &Path, saved: &intake::Saved) {
+    if saved.events > 0 {
+        info!(ring = %ring.display(), events = saved.events, bytes = saved.bytes,
+            to = %dir.display(), "saved undelivered events to disk");
+    }
+    if saved.left_bytes > 0 {
+        let reason = saved.left_because.as_deref().unwrap_or("unknown");
+        error!(ring = %ring.display(), left_bytes = saved.left_bytes, saved_events = saved.events, %reason,
+            "not every undelivered event could be saved to disk: the rest stays in shared memory, where the next start sends it first (a reboot loses it)");
+    }
 }

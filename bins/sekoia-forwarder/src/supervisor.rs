@@ -84,6 +84,7 @@ fn prepare_state(cfg: &ForwarderConfig, runtime: &RuntimeArgs) -> Result<(Instan
         .with_context(|| format!("cannot measure the spool directory {}", spool.display()))?;
     let budget = DiskBudget::create(&instance.dir().budget_path(), cfg.settings.disk_space, used)
         .context("cannot create the disk budget")?;
+    log_disk_budget(&budget, spool);
     if used > 0 {
         info!(spool = %spool.display(), bytes = used, "found events queued on disk; they are sent first");
     }
@@ -120,6 +121,23 @@ fn create_ring(state: &InstanceDir, intake: &Intake) -> Result<()> {
             "found events left by a previous run; they are sent first");
     }
     Ok(())
+}
+
+/// Measures the spool's file system and says when `DISK_SPACE` is more than it can hold:
+/// then the smaller figure is the budget in force (`queue::journal::budget`).
+fn log_disk_budget(budget: &DiskBudget, spool: &std::path::Path) {
+    match budget.apply_fs(spool) {
+        Ok(room) => {
+            let f = budget.figures();
+            if f.in_force < f.configured {
+                warn!(spool = %spool.display(), disk_space = f.configured, in_force = f.in_force,
+                    available = room.available, reserve = room.reserve,
+                    "DISK_SPACE is more than the spool's file system can hold; the disk budget in force is the smaller figure (measured again while running)");
+            }
+        }
+        Err(e) => warn!(spool = %spool.display(), error = %e,
+            "cannot measure the spool's file system; the disk budget is DISK_SPACE until a measurement works"),
+    }
 }
 
 /// A ring file that cannot be used as found (corrupt contents, or a link, FIFO or hard link

@@ -24,7 +24,7 @@ pub fn run(args: &UplinkWorkerArgs) -> Result<()> {
     let _consumer_lock = instance::lock_exclusive(&state, UPLINK_LOCK, "uplink worker")?;
     let cfg = instance::read_config(&state)?;
     let budget = DiskBudget::open(&state.budget_path()).context("cannot open the disk budget")?;
-    let opts = crate::journal_options(&cfg, args.journal_sync);
+    let opts = crate::journal_options(&cfg, args.journal_sync, &budget);
     let spool = SpoolDir::new(&cfg.settings.spool_dir);
     let rings = state.ring_keys()?;
     let mut keys = rings.clone();

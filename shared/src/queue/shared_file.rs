@@ -101,6 +101,8 @@ pub enum Create {
     IfMissing,
     /// Create it; an existing entry is an error (`O_EXCL`).
     New,
+    /// Open only what exists, for reading only: works on a read-only file system too.
+    ReadOnly,
 }
 
 /// A checked folder, held open: every file in it is opened relative to this descriptor, so
@@ -170,13 +172,15 @@ impl PrivateDir {
         Ok(Self { fd, path })
     }
 
-    /// A file of this folder, read-write, never through a link; created 0600 when asked.
+    /// A file of this folder, read-write (read-only with [`Create::ReadOnly`]), never through
+    /// a link; created 0600 when asked.
     pub fn file(&self, name: &str, create: Create) -> Result<File, SharedFileError> {
         check_name(name)?;
         let path = self.join(name);
         let mut flags = OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
         match create {
             Create::No => {}
+            Create::ReadOnly => flags = (flags - OFlag::O_RDWR) | OFlag::O_RDONLY,
             Create::IfMissing => flags |= OFlag::O_CREAT,
             Create::New => flags |= OFlag::O_CREAT | OFlag::O_EXCL,
         }

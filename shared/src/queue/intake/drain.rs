@@ -14,7 +14,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::queue::{DiskBudget, JournalOptions, JournalReader, ReadSpan, RingConsumer};
+use crate::log_limit::{Repeating, Report};
+use crate::queue::{
+    DiskBudget, JournalError, JournalOptions, JournalReader, ReadSpan, RingConsumer,
+};
 
 /// How often a journal that cannot be opened is tried again.
 const JOURNAL_RETRY_EVERY: Duration = Duration::from_secs(10);
@@ -95,6 +98,9 @@ pub struct JournalTier {
     reader: Option<JournalReader>,
     cursor: u64,
     last_try: Option<Instant>,
+    /// The checkpoint cannot be persisted (a read-only or failing disk): one rule for the
+    /// log lines (`log_limit`).
+    checkpoint_failing: Repeating,
 }
 
 impl JournalTier {
@@ -112,6 +118,7 @@ impl JournalTier {
             reader: None,
             cursor: 0,
             last_try: None,
+            checkpoint_failing: Repeating::default(),
         };
         tier.try_open();
         tier
@@ -136,6 +143,35 @@ impl JournalTier {
     }
 }
 
+impl JournalTier {
+    /// Logs a checkpoint failure, or its end, by the rule for repeating conditions.
+    fn checkpoint_result(&mut self, result: Result<(), JournalError>) {
+        let now = Instant::now();
+        let dir = self.dir.display();
+        match (result, &mut self.checkpoint_failing) {
+            (Ok(()), c) if c.is_active() => {
+                if let Some(Report::Ended { total, lasted }) = c.cleared(now) {
+                    tracing::info!(journal = %dir, failures = total, lasted_s = lasted.as_secs(),
+                        "journal checkpoint persisted again");
+                }
+            }
+            (Ok(()), _) => {}
+            (Err(e), c) => match c.occurred(now) {
+                Some(Report::Started) => tracing::warn!(journal = %dir, error = %e,
+                    "cannot persist the journal checkpoint; delivery goes on, the position is kept in memory and retried (a restart meanwhile re-sends, never loses)"),
+                Some(Report::Ongoing {
+                    count,
+                    total,
+                    lasted,
+                }) => tracing::warn!(journal = %dir,
+                    error = %e, count, total, lasted_s = lasted.as_secs(),
+                    "journal checkpoint still cannot be persisted"),
+                _ => {}
+            },
+        }
+    }
+}
+
 impl Tier for JournalTier {
     fn read(&mut self, max_bytes: usize, out: &mut Vec<u8>) -> io::Result<Option<ReadSpan>> {
         if self.reader.is_none() {
@@ -152,10 +188,8 @@ impl Tier for JournalTier {
             // Idle: make the last commit durable, so a quiet intake is not re-sent after a
             // crash (commits persist the checkpoint at most every checkpoint_interval).
             None if reader.persisted() < reader.committed() => {
-                if let Err(e) = reader.sync_checkpoint() {
-                    tracing::warn!(journal = %self.dir.display(), error = %e,
-                        "cannot persist the journal checkpoint");
-                }
+                let synced = reader.sync_checkpoint();
+                self.checkpoint_result(synced);
             }
             None => {}
         }
@@ -183,11 +217,10 @@ impl Tier for JournalTier {
         let Some(reader) = self.reader.as_mut() else {
             return;
         };
-        if let Err(e) = reader.commit(pos) {
-            // The position is kept in memory; the checkpoint is retried at the next commit.
-            tracing::warn!(journal = %self.dir.display(), error = %e,
-                "cannot persist the journal checkpoint");
-        }
+        // On error the position is kept in memory; the checkpoint is retried at the next
+        // commit, or when the tier is idle.
+        let committed = reader.commit(pos);
+        self.checkpoint_result(committed);
     }
 
     fn label(&self) -> &'static str {

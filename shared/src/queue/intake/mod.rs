@@ -28,7 +28,7 @@ mod writer;
 mod tests;
 
 pub use drain::{IntakeQueue, JournalTier, RingTier, Tier};
-pub use stop_save::save_ring;
+pub use stop_save::{save_ring, Saved};
 pub use writer::{IntakeWriter, JournalOpener, Push};
 
 use std::time::Duration;

@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::log_limit::{Repeating, Report, SUMMARY_EVERY};
 use crate::queue::{DiskBudget, Doorbell, JournalOptions, JournalWriter, RecordMeta, RingProducer};
 
 /// How often an unopenable journal is tried again.
 const JOURNAL_RETRY_EVERY: Duration = Duration::from_secs(10);
-/// How often a persisting disk problem is logged again.
-const DISK_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What became of one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +86,11 @@ pub struct IntakeWriter {
     /// Something went to the journal since the last `end_batch`.
     journaled: bool,
     rejected: u64,
-    last_disk_error: Option<Instant>,
+    /// The journal cannot take events (full disk, exhausted budget, failing writes): logged
+    /// by the one rule for repeating conditions.
+    held: Repeating,
+    /// When the journal last could not take an event.
+    last_held: Option<Instant>,
 }
 
 impl IntakeWriter {
@@ -101,7 +104,8 @@ impl IntakeWriter {
             spilling: false,
             journaled: false,
             rejected: 0,
-            last_disk_error: None,
+            held: Repeating::default(),
+            last_held: None,
         };
         w.open_journal();
         w
@@ -127,6 +131,9 @@ impl IntakeWriter {
             match self.ring.try_push(meta, payload) {
                 Ok(true) => {
                     self.spilling = false;
+                    if self.held.is_active() {
+                        self.writes_work();
+                    }
                     return Push::Queued;
                 }
                 Ok(false) if !self.spilling => {
@@ -154,10 +161,12 @@ impl IntakeWriter {
                 self.journaled = true;
                 Push::Queued
             }
-            // DISK_SPACE exhausted.
-            Ok(false) => Push::HeldBack,
+            Ok(false) => {
+                self.held_back(&"the disk budget in force (DISK_SPACE, or the free space of SPOOL_DIR) is exhausted");
+                Push::HeldBack
+            }
             Err(e) => {
-                self.disk_error(&e);
+                self.held_back(&e);
                 Push::HeldBack
             }
         }
@@ -166,10 +175,15 @@ impl IntakeWriter {
     /// Makes what was pushed visible to the uplink and wakes it.
     pub fn end_batch(&mut self) {
         self.ring.publish();
-        if std::mem::take(&mut self.journaled) {
-            if let Some(Err(e)) = self.journal.as_mut().map(JournalWriter::flush) {
+        let buffered = self
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.buffered_bytes() > 0);
+        if std::mem::take(&mut self.journaled) || buffered {
+            match self.journal.as_mut().map(JournalWriter::flush) {
                 // The records stay buffered in the writer and go out with the next flush.
-                self.disk_error(&e);
+                Some(Err(e)) => self.held_back(&e),
+                _ => self.writes_work(),
             }
             self.doorbell.ring();
         }
@@ -179,11 +193,11 @@ impl IntakeWriter {
     /// periodically).
     pub fn sync_if_due(&mut self) {
         match self.journal.as_mut() {
-            Some(journal) => {
-                if let Err(e) = journal.sync_if_due() {
-                    self.disk_error(&e);
-                }
-            }
+            Some(journal) => match journal.sync_if_due() {
+                Err(e) => self.held_back(&e),
+                Ok(()) if self.held.is_active() => self.writes_work(),
+                Ok(()) => {}
+            },
             None => self.open_journal(),
         }
     }
@@ -200,13 +214,38 @@ impl IntakeWriter {
         self.rejected
     }
 
-    fn disk_error(&mut self, e: &dyn std::fmt::Display) {
-        let due = self
-            .last_disk_error
-            .is_none_or(|at| at.elapsed() >= DISK_ERROR_LOG_EVERY);
-        if due {
-            self.last_disk_error = Some(Instant::now());
-            warn!(intake = %self.name, error = %e, "journal write failed; holding events back until it works again");
+    /// The journal could not take or write events: a start line, then a counted summary at
+    /// most every 10 s (`log_limit`).
+    fn held_back(&mut self, why: &dyn std::fmt::Display) {
+        let now = Instant::now();
+        self.last_held = Some(now);
+        match self.held.occurred(now) {
+            Some(Report::Started) => warn!(intake = %self.name, reason = %why,
+                "journal cannot take events; holding them back (TCP/TLS senders wait, UDP drops and counts) until it works again"),
+            Some(Report::Ongoing {
+                count,
+                total,
+                lasted,
+            }) => warn!(intake = %self.name,
+                reason = %why, count, total, lasted_s = lasted.as_secs(),
+                "journal still cannot take events; holding them back"),
+            _ => {}
+        }
+    }
+
+    /// A journal write went through: ends the held-back condition once nothing was held back
+    /// for a summary interval (a disk that frees room segment by segment holds back, then
+    /// takes, then holds back again: one condition, not a start and an end line each time).
+    fn writes_work(&mut self) {
+        let quiet = self
+            .last_held
+            .is_none_or(|at| at.elapsed() >= SUMMARY_EVERY);
+        if !quiet {
+            return;
+        }
+        if let Some(Report::Ended { total, lasted }) = self.held.cleared(Instant::now()) {
+            info!(intake = %self.name, occurrences = total, lasted_s = lasted.as_secs(),
+                "journal takes events again");
         }
     }
 }

@@ -6,10 +6,12 @@
 //! ```text
 //! struct DiskBudgetFile {        // changing a field means a new BUDGET_VERSION
 //!     magic:    [u8; 8],  //  0  b"SKFBUDGT"
-//!     version:  u32,      //  8  BUDGET_VERSION = 1; "ready" word, stored last (Release)
+//!     version:  u32,      //  8  BUDGET_VERSION = 2; "ready" word, stored last (Release)
 //!     _pad:     [u8; 4],  // 12
-//!     limit:    u64,      // 16  atomic: the bound in bytes
-//!     _pad:     [u8; 40], // 24
+//!     limit:    u64,      // 16  atomic: the bound in force, min(configured, file system room)
+//!     configured: u64,    // 24  atomic: DISK_SPACE
+//!     checked_us: u64,    // 32  atomic: when the file system was last measured (µs, Unix)
+//!     _pad:     [u8; 24], // 40
 //!     used:     u64,      // 64  atomic: bytes charged (CAS in try_reserve, fetch_sub in release)
 //!     _pad:     [u8; 4024]// 72  up to one page
 //! }
@@ -21,11 +23,16 @@
 //! [`scan_usage`] computes exactly that from the files, for the supervisor to initialise the
 //! counter at start; the counter can drift only if a process dies between a reservation and
 //! the file operation it covers, and the next supervisor start corrects it.
+//!
+//! The bound in force is the smaller of `DISK_SPACE` and what the spool's file system can
+//! hold ([`FsRoom`]), measured when the supervisor creates the budget and again on the write
+//! path ([`DiskBudget::recheck_fs`], at most once a second across all processes).
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use super::fs_room::FsRoom;
 use super::segment::{list_dir, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::JournalError;
 use crate::queue::shared_file::{
@@ -34,11 +41,27 @@ use crate::queue::shared_file::{
 use crate::queue::sync::Ordering;
 
 const MAGIC: [u8; 8] = *b"SKFBUDGT";
-const BUDGET_VERSION: u32 = 1;
+const BUDGET_VERSION: u32 = 2;
 const BUDGET_LEN: u64 = 4096;
 const OFF_VERSION: usize = 8;
 const OFF_LIMIT: usize = 16;
+const OFF_CONFIGURED: usize = 24;
+const OFF_CHECKED_US: usize = 32;
 const OFF_USED: usize = 64;
+/// The file system is measured at most this often (µs), by whichever process asks first.
+const RECHECK_EVERY_US: u64 = 1_000_000;
+
+/// The budget's figures, for monitoring (`DISK_SPACE` and the bound actually in force).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskFigures {
+    /// `DISK_SPACE` as configured.
+    pub configured: u64,
+    /// The bound in force: the smaller of `configured` and what the spool's file system can
+    /// hold (minus a reserve), as last measured.
+    pub in_force: u64,
+    /// Bytes charged now.
+    pub used: u64,
+}
 
 /// A handle on the shared disk budget. Cheap to clone (one mapping per process is enough).
 #[derive(Clone)]
@@ -74,10 +97,14 @@ impl DiskBudget {
         if len != BUDGET_LEN {
             file.set_len(BUDGET_LEN).map_err(|e| budget_err(path, e))?;
         }
+        super::state::allocate(&file, BUDGET_LEN).map_err(|e| budget_err(path, e))?;
         let m = SharedPage::map(&file, BUDGET_LEN, path)?;
         m.u32_at(OFF_VERSION).store(0, Ordering::Relaxed);
         m.write_magic(MAGIC);
         m.u64_at(OFF_LIMIT).store(limit_bytes, Ordering::Relaxed);
+        m.u64_at(OFF_CONFIGURED)
+            .store(limit_bytes, Ordering::Relaxed);
+        m.u64_at(OFF_CHECKED_US).store(0, Ordering::Relaxed);
         m.u64_at(OFF_USED).store(initial_used, Ordering::Relaxed);
         // Pairs with the Acquire load in `open`: limit, used and magic are visible first.
         m.u32_at(OFF_VERSION)
@@ -131,6 +158,13 @@ impl DiskBudget {
         }
     }
 
+    /// Charges `n` bytes even past the limit (records already accepted from senders, see
+    /// `JournalWriter`): the charge stays exact, so `release` balances it.
+    pub fn force_reserve(&self, n: u64) {
+        // Relaxed: see `try_reserve`.
+        self.inner.u64_at(OFF_USED).fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Returns `n` bytes to the budget (saturating at zero: a drifted counter never wraps).
     pub fn release(&self, n: u64) {
         let used = self.inner.u64_at(OFF_USED);
@@ -155,11 +189,62 @@ impl DiskBudget {
         self.inner.u64_at(OFF_LIMIT).load(Ordering::Relaxed)
     }
 
-    /// Changes the bound (configuration reload); charged bytes are kept.
+    /// Changes the configured bound (`DISK_SPACE`, configuration reload) and the bound in
+    /// force with it (measured again at the next [`Self::recheck_fs`]); charged bytes are kept.
     pub fn set_limit(&self, limit_bytes: u64) {
+        self.inner
+            .u64_at(OFF_CONFIGURED)
+            .store(limit_bytes, Ordering::Relaxed);
         self.inner
             .u64_at(OFF_LIMIT)
             .store(limit_bytes, Ordering::Relaxed);
+        self.inner
+            .u64_at(OFF_CHECKED_US)
+            .store(0, Ordering::Relaxed);
+    }
+
+    /// `DISK_SPACE`, the bound in force and what is charged.
+    pub fn figures(&self) -> DiskFigures {
+        DiskFigures {
+            configured: self.inner.u64_at(OFF_CONFIGURED).load(Ordering::Relaxed),
+            in_force: self.limit(),
+            used: self.used(),
+        }
+    }
+
+    /// Measures the file system holding `spool` now and sets the bound in force to the
+    /// smaller of `DISK_SPACE` and what it can hold; returns the measurement.
+    pub fn apply_fs(&self, spool: &Path) -> std::io::Result<FsRoom> {
+        let room = FsRoom::of(spool)?;
+        let configured = self.figures().configured;
+        let in_force = configured.min(room.room_for_journals(self.used()));
+        self.inner
+            .u64_at(OFF_LIMIT)
+            .store(in_force, Ordering::Relaxed);
+        self.inner
+            .u64_at(OFF_CHECKED_US)
+            .store(super::unix_micros().max(1) as u64, Ordering::Relaxed);
+        Ok(room)
+    }
+
+    /// [`Self::apply_fs`] if no process did it in the last second (one compare-exchange
+    /// when not due). A failed measurement keeps the bound as it was.
+    pub fn recheck_fs(&self, spool: &Path) {
+        let now = super::unix_micros().max(1) as u64;
+        let checked = self.inner.u64_at(OFF_CHECKED_US);
+        let last = checked.load(Ordering::Relaxed);
+        if now >= last && now - last < RECHECK_EVERY_US {
+            return; // (a clock that went back makes it due)
+        }
+        // Relaxed: the word only elects one measurer per second; it publishes nothing.
+        if checked
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            if let Err(e) = self.apply_fs(spool) {
+                tracing::debug!(spool = %spool.display(), error = %e, "cannot measure the spool's file system");
+            }
+        }
     }
 
     /// The budget file's path.
@@ -194,7 +279,7 @@ pub(crate) fn journal_usage(dir: &Path) -> std::io::Result<u64> {
     let mut total = 0u64;
     for (i, &start) in listing.segments.iter().enumerate() {
         let path = dir.join(super::segment_file_name(start));
-        let file = match open_private_file(&path, Create::No) {
+        let file = match open_private_file(&path, Create::ReadOnly) {
             Ok(f) => f,
             Err(e) if e.is_not_found() => continue, // deleted meanwhile
             Err(e) => return Err(std::io::Error::other(e)),

@@ -23,11 +23,13 @@
 //!
 //! Files: `segment.rs` (segment header, naming, listing, the record walker shared by recovery
 //! and reading), `state.rs` (the mapped `state` file: published end, committed, locks),
-//! `checkpoint.rs`, `budget.rs`, `writer.rs`, `reader.rs`, `tests.rs`. `docs/journal.md`
+//! `checkpoint.rs` (the file, and where reading starts for it), `budget.rs`, `fs_room.rs`
+//! (what the spool's file system can hold), `writer.rs`, `reader.rs`, `tests.rs`. `docs/journal.md`
 //! draws every format and argues the crash cases.
 
 mod budget;
 mod checkpoint;
+mod fs_room;
 mod reader;
 mod segment;
 mod state;
@@ -36,7 +38,7 @@ mod writer;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-pub use budget::{scan_usage, DiskBudget};
+pub use budget::{scan_usage, DiskBudget, DiskFigures, FsRoom};
 pub use checkpoint::Checkpoint;
 pub use reader::JournalReader;
 pub use segment::{segment_file_name, SEGMENT_HEADER_LEN, SEGMENT_VERSION};
@@ -199,6 +201,8 @@ pub enum JournalError {
     },
     #[error("disk budget file {path} is unusable: {reason}")]
     BadBudget { path: PathBuf, reason: String },
+    #[error("journal {path}: the disk budget cannot hold a new segment now")]
+    BudgetExhausted { path: PathBuf },
     #[error("record payload of {len} bytes exceeds this journal's maximum of {max} bytes")]
     PayloadTooLarge { len: usize, max: usize },
     #[error("read position {pos} is outside the readable range {committed}..={end}")]
@@ -231,9 +235,11 @@ impl JournalError {
     /// True when the filesystem is full (ENOSPC) or over quota (EDQUOT): the caller treats the
     /// journal as full (back-pressure) and retries later. Nothing buffered was dropped.
     pub fn is_disk_full(&self) -> bool {
-        self.io_error()
-            .and_then(std::io::Error::raw_os_error)
-            .is_some_and(|c| c == libc::ENOSPC || c == libc::EDQUOT)
+        matches!(self, JournalError::BudgetExhausted { .. })
+            || self
+                .io_error()
+                .and_then(std::io::Error::raw_os_error)
+                .is_some_and(|c| c == libc::ENOSPC || c == libc::EDQUOT)
     }
 
     /// True when retrying the same call later can succeed: a lock still held by a dying

@@ -42,12 +42,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::budget::DiskBudget;
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{Checkpoint, CheckpointFile};
 use super::segment::{
     list_segments, open_segment, quarantine, segment_file_name, warn_foreign, SegmentCursor,
 };
 use super::state::{LockByte, SharedState};
-use super::{JournalError, JournalOptions, CHECKPOINT_FILE};
+use super::{JournalError, JournalOptions};
+use crate::log_limit::{Repeating, Report};
 use crate::queue::record::RecordKind;
 use crate::queue::ReadSpan;
 
@@ -89,18 +90,19 @@ struct ScannedEnd {
 
 /// The single reader of one journal (the uplink worker).
 pub struct JournalReader {
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     opts: JournalOptions,
     budget: DiskBudget,
-    state: SharedState,
+    pub(super) state: SharedState,
+    pub(super) checkpoint: CheckpointFile,
     /// Known segment starts, sorted (refreshed when a read runs past the newest one).
-    segments: Vec<u64>,
+    pub(super) segments: Vec<u64>,
     cursor: Option<SegmentCursor>,
-    end: u64,
+    pub(super) end: u64,
     scanned: Option<ScannedEnd>,
-    committed: u64,
+    pub(super) committed: u64,
     /// Position of the durable checkpoint.
-    persisted: u64,
+    pub(super) persisted: u64,
     last_persist: Instant,
     /// `(end, seq after its last record)` of recent reads, oldest first, for the checkpoint's
     /// `next_seq` (bounded: the uplink reads ahead of what it commits).
@@ -110,6 +112,8 @@ pub struct JournalReader {
     strikes: Option<Strikes>,
     /// Segments taken out of the stream that could not be moved aside.
     ignored: Vec<u64>,
+    /// Reads failing on a segment (a failing disk): logged by the rule of `log_limit`.
+    read_failing: Repeating,
 }
 
 fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -122,7 +126,7 @@ fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
 impl JournalReader {
     /// Opens (creating if needed) the journal in `dir` as its only reader; a second reader
     /// is refused with `Locked`. Reading starts at [`JournalReader::committed`], the durable
-    /// checkpoint, checked against the segments (see [`JournalReader::start_at_checkpoint`]),
+    /// checkpoint, checked against the segments (`start_at_checkpoint`, in `checkpoint.rs`),
     /// or the oldest segment when there is none. Segments the checkpoint has already passed
     /// (a crash between checkpoint and deletion) are deleted now. Only what no retry can
     /// change is an error here (options, locks, the directory); a segment that cannot be
@@ -137,18 +141,13 @@ impl JournalReader {
         state.lock(LockByte::Reader, "reader")?;
         let listing = list_segments(dir, opts.read_window).map_err(|e| super::dir_error(dir, e))?;
         warn_foreign(dir, &listing.foreign);
-        let ckpt = match Checkpoint::load(dir) {
-            Err(e) if !e.is_retryable() => {
-                tracing::error!(journal = %dir.display(), error = %e, "journal: cannot read the checkpoint; reading starts at the oldest segment (duplicates, not loss)");
-                None
-            }
-            other => other?,
-        };
+        let (checkpoint, ckpt) = CheckpointFile::open(dir)?;
         let mut r = JournalReader {
             dir: dir.to_path_buf(),
             opts,
             budget,
             state,
+            checkpoint,
             segments: listing.segments,
             cursor: None,
             end: 0,
@@ -160,6 +159,7 @@ impl JournalReader {
             committed_next_seq: ckpt.map_or(0, |c| c.next_seq),
             strikes: None,
             ignored: Vec::new(),
+            read_failing: Repeating::default(),
         };
         r.start_at_checkpoint(ckpt);
         if let Err(e) = r.delete_passed() {
@@ -172,111 +172,6 @@ impl JournalReader {
             tracing::warn!(journal = %dir.display(), error = %e, "journal: cannot find the end of the newest segment yet; reads retry it");
         }
         Ok(r)
-    }
-
-    /// Sets `committed` and `persisted` from the checkpoint. Its position comes from a file,
-    /// so it is checked against the segments before anything trusts it (nothing is deleted
-    /// on its word before that). Where it is not a record boundary the files hold, reading
-    /// starts at one *before* it rather than after: a record may be sent twice, never lost.
-    ///
-    /// | checkpoint position                         | reading starts at                      |
-    /// |---------------------------------------------|----------------------------------------|
-    /// | a record boundary (the normal case)         | it                                     |
-    /// | inside a record, or not 8-aligned           | the start of that record               |
-    /// | inside a corrupt stretch                    | the start of the stretch (re-skipped)  |
-    /// | past the newest segment's data              | the oldest segment's start             |
-    /// | in a gap between segments, or no segments   | it, rounded up to 8 (nothing is there) |
-    /// | before the oldest segment                   | the oldest segment's start             |
-    /// | beyond `MAX_POSITION`                       | refused when decoded: the oldest start |
-    ///
-    /// A changed position is logged and written back, so the writer (which floors its end at
-    /// the checkpoint) and the next open see the repaired value.
-    fn start_at_checkpoint(&mut self, ckpt: Option<Checkpoint>) {
-        let first = self.segments.first().copied().unwrap_or(0);
-        let persisted = match ckpt {
-            None => 0,
-            Some(c) => {
-                let (settled, why) = self.settle_position(c.position);
-                if let Some(why) = why {
-                    self.store_repaired(c, settled, why);
-                }
-                settled
-            }
-        };
-        self.committed = persisted.max(first);
-        self.persisted = persisted;
-        self.end = self.committed;
-        self.state.store_committed(self.committed);
-    }
-
-    /// Where reading starts for a checkpoint at `pos`, and why it differs, if it does.
-    fn settle_position(&mut self, pos: u64) -> (u64, Option<&'static str>) {
-        let idx = self.segments.partition_point(|&s| s <= pos);
-        if idx == 0 {
-            let up = pos.next_multiple_of(8);
-            return match self.segments.is_empty() && up != pos {
-                true => (up, Some("not 8-aligned (no segment holds it): rounded up")),
-                false => (pos, None),
-            };
-        }
-        let start = self.segments[idx - 1];
-        let newest = idx == self.segments.len();
-        let oldest = self.segments[0];
-        let Ok(Some(cursor)) = self.cursor_for(start) else {
-            return (
-                start,
-                Some("its segment cannot be read now: the segment is read again"),
-            );
-        };
-        let Ok(data_len) = cursor.data_len() else {
-            return (
-                start,
-                Some("its segment cannot be read now: the segment is read again"),
-            );
-        };
-        let data_end = start.saturating_add(data_len.next_multiple_of(8));
-        if pos >= data_end {
-            return match (pos == data_end, newest) {
-                (true, _) => (pos, None),
-                (false, true) => (
-                    oldest,
-                    Some("beyond the data of every segment: everything is read again"),
-                ),
-                (false, false) if pos.is_multiple_of(8) => (pos, None),
-                (false, false) => (
-                    pos.next_multiple_of(8),
-                    Some("not 8-aligned, in a gap between segments: rounded up"),
-                ),
-            };
-        }
-        let verifies = pos.is_multiple_of(8) && matches!(cursor.probe(pos, data_end), Ok(Some(_)));
-        if pos == start || verifies {
-            return (pos, None);
-        }
-        let back = cursor
-            .boundary_at_or_before(start, pos, data_end)
-            .unwrap_or(start);
-        (
-            back,
-            Some("not a record boundary: moved back to the start of the record it falls in"),
-        )
-    }
-
-    /// Logs a repaired checkpoint and stores it (best effort: a failure only means the repair
-    /// is done again at the next open).
-    fn store_repaired(&self, c: Checkpoint, position: u64, why: &'static str) {
-        let path = self.dir.join(CHECKPOINT_FILE);
-        tracing::warn!(
-            path = %path.display(),
-            checkpoint = c.position,
-            position,
-            reason = why,
-            "journal: checkpoint position does not fit the segments; reading starts at `position`"
-        );
-        let repaired = Checkpoint { position, ..c };
-        if let Err(e) = repaired.store(&self.dir) {
-            tracing::warn!(path = %path.display(), error = %e, "journal: cannot store the repaired checkpoint");
-        }
     }
 
     /// Position to start reading from: everything before it was delivered.
@@ -385,7 +280,14 @@ impl JournalReader {
         let writer_may_fill_it =
             newest && (self.end > start || self.state.is_locked_by_other(LockByte::Published)?);
         if (!at_once && count < STRIKES_BEFORE_QUARANTINE) || writer_may_fill_it {
-            tracing::warn!(journal = %self.dir.display(), segment = start, failures = count, error = %error, "journal: cannot read a segment; retrying");
+            if let Some(report) = self.read_failing.occurred(Instant::now()) {
+                let lasted_s = match report {
+                    Report::Ongoing { lasted, .. } => lasted.as_secs(),
+                    _ => 0,
+                };
+                tracing::warn!(journal = %self.dir.display(), segment = start, failures = count,
+                    lasted_s, error = %error, "journal: cannot read a segment; retrying (summarised every 10 s)");
+            }
             return Err(error);
         }
         let path = self.dir.join(segment_file_name(start));
@@ -401,11 +303,14 @@ impl JournalReader {
     }
 
     /// The open cursor on segment `start`, opening it if needed; `None` if its file is gone.
-    fn cursor_for(&mut self, start: u64) -> Result<Option<&mut SegmentCursor>, JournalError> {
+    pub(super) fn cursor_for(
+        &mut self,
+        start: u64,
+    ) -> Result<Option<&mut SegmentCursor>, JournalError> {
         if self.cursor.as_ref().is_none_or(|c| c.start != start) {
             self.cursor = None;
             let path = self.dir.join(segment_file_name(start));
-            let file = match open_private_file(&path, Create::No) {
+            let file = match open_private_file(&path, Create::ReadOnly) {
                 Ok(f) => f,
                 Err(e) if e.is_not_found() => return Ok(None),
                 Err(e) => return Err(e.into()),
@@ -482,6 +387,11 @@ impl JournalReader {
                 }
             }
         }
+        if walk.pos == from && self.cursor.as_ref().is_some_and(SegmentCursor::is_unlinked) {
+            // Caught up on a segment the writer deleted to make room: close it, or its
+            // blocks stay taken on a full disk.
+            self.cursor = None;
+        }
         Ok(self.finish_read(from, walk))
     }
 
@@ -495,6 +405,9 @@ impl JournalReader {
         }
         if walk.pos > from {
             self.strikes = None;
+            if let Some(Report::Ended { total, .. }) = self.read_failing.cleared(Instant::now()) {
+                tracing::info!(journal = %self.dir.display(), failures = total, "journal: segments read again");
+            }
         }
         (walk.pos > from).then_some(walk.span)
     }
@@ -587,12 +500,11 @@ impl JournalReader {
     }
 
     fn persist(&mut self) -> Result<(), JournalError> {
-        Checkpoint {
+        self.checkpoint.store(&Checkpoint {
             position: self.committed,
             next_seq: self.committed_next_seq,
             written_us: 0,
-        }
-        .store(&self.dir)?;
+        })?;
         self.persisted = self.committed;
         self.last_persist = Instant::now();
         self.delete_passed()

@@ -248,7 +248,7 @@ fn records_past(dir: &Path, prev: u64, next: u64, window: usize) -> Option<u64> 
     if data_end <= next {
         return None;
     }
-    let file = open_private_file(&path, Create::No).ok()?;
+    let file = open_private_file(&path, Create::ReadOnly).ok()?;
     let scan = SegmentCursor::new(prev, path, file, window)
         .scan(prev, data_end)
         .ok()?;
@@ -356,6 +356,12 @@ impl SegmentCursor {
     /// Logical bytes currently in the file (`len - header`), from `fstat`.
     pub(crate) fn data_len(&self) -> std::io::Result<u64> {
         Ok(self.file.metadata()?.len().saturating_sub(HDR))
+    }
+
+    /// True when the file was deleted (its blocks are freed only once it is closed).
+    pub(crate) fn is_unlinked(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().is_ok_and(|m| m.nlink() == 0)
     }
 
     /// Bytes `pos .. pos + n` (logical positions) if all of them lie below `lim`, read through

@@ -65,6 +65,19 @@ fn state_err(path: &Path, source: std::io::Error) -> JournalError {
     }
 }
 
+/// Gives the first `len` bytes of `file` their disk blocks (`fallocate`, data unchanged), so
+/// a store through the mapping never needs a new block: on a full file system, a store into
+/// a hole of a mapped file kills the process with SIGBUS, where this returns ENOSPC. A file
+/// system without `fallocate` is left as it is.
+pub(crate) fn allocate(file: &File, len: u64) -> std::io::Result<()> {
+    use nix::fcntl::{fallocate, FallocateFlags};
+    match fallocate(file, FallocateFlags::empty(), 0, len as libc::off_t) {
+        // A file system without fallocate: nothing better to do than to go on.
+        Ok(()) | Err(nix::errno::Errno::EOPNOTSUPP) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl SharedState {
     /// Opens (creating or re-initialising if needed) `dir/state` and maps it. Creates `dir`.
     pub(crate) fn open(dir: &Path) -> Result<Self, JournalError> {
@@ -78,6 +91,7 @@ impl SharedState {
             file.set_len(0).map_err(|e| state_err(&path, e))?;
             file.set_len(STATE_LEN).map_err(|e| state_err(&path, e))?;
         }
+        allocate(&file, STATE_LEN).map_err(|e| state_err(&path, e))?;
         let page = SharedPage::map(&file, STATE_LEN, &path)?;
         let state = SharedState { page, path, file };
         // Pairs with the Release store of the version in `initialise` (any earlier opener).

@@ -20,8 +20,14 @@
 //! recovered is one the reader reads too, and no position can overflow.
 //!
 //! Errors: an `Err` from `append` means *this* record was not taken; records buffered before
-//! stay buffered. An `Err` from `flush` keeps every unwritten byte buffered (a partial write is
-//! remembered, not repeated); `is_disk_full()` says when to treat the journal as full.
+//! stay buffered. An `Err` from `flush` keeps every unwritten byte buffered (the retry writes
+//! them again at the same offset); `is_disk_full()` says when to treat the journal as full.
+//!
+//! Full disk: when a roll finds the budget exhausted or a write fails with ENOSPC, and the
+//! reader's durable checkpoint has passed everything written to the active segment, the
+//! writer deletes that segment itself and continues in a new one where it ended
+//! (`reclaim_active`): delivered space comes back even when it is the only segment. A budget
+//! that cannot hold a whole segment gets a smaller one (`reserve_segment`).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -39,6 +45,10 @@ use super::{sync_dir, unix_micros, JournalError, JournalOptions, SyncPolicy, MAX
 use crate::queue::record::{encode_record, record_len};
 use crate::queue::shared_file::{open_private_file, Create, SharedFileError};
 use crate::queue::RecordMeta;
+
+/// Segments smaller than `segment_bytes` (when the budget cannot hold a whole one) are sized
+/// in steps of this.
+const SMALL_SEGMENT_STEP: u64 = 64 << 10;
 
 /// The segment records are appended to.
 struct Active {
@@ -70,6 +80,8 @@ pub struct JournalWriter {
     end: u64,
     published: u64,
     next_seq: u64,
+    /// Records in `buf` (so a segment started under them gets the right `first_seq`).
+    buffered_records: u64,
     max_payload: usize,
     last_sync: Instant,
     unsynced: bool,
@@ -131,6 +143,7 @@ impl JournalWriter {
             end: 0,
             published: 0,
             next_seq: 0,
+            buffered_records: 0,
             last_sync: Instant::now(),
             unsynced: false,
         };
@@ -262,7 +275,7 @@ impl JournalWriter {
             a.written_end() + self.buf.len() as u64 == self.end
                 && a.written + self.buf.len() as u64 + rec <= a.capacity
         });
-        if !fits && !self.roll()? {
+        if !fits && !self.roll(rec)? {
             return Ok(false);
         }
         if !self.buf.is_empty() && self.buf.len() + rec as usize > self.opts.buffer_bytes {
@@ -275,93 +288,160 @@ impl JournalWriter {
             }
         })?;
         self.next_seq = self.next_seq.saturating_add(1);
+        self.buffered_records += 1;
         self.end += rec;
         Ok(true)
     }
 
-    /// Starts a new segment at `end`. `Ok(false)` when the budget cannot hold it.
-    fn roll(&mut self) -> Result<bool, JournalError> {
+    /// Starts a new segment at `end`. `Ok(false)` when the budget cannot hold it (after the
+    /// budget was re-checked against the file system and a delivered active segment was
+    /// given back: see [`Self::reclaim_active`]).
+    fn roll(&mut self, rec: u64) -> Result<bool, JournalError> {
         self.flush()?;
-        let seg_bytes = self.opts.segment_bytes;
-        if !self.budget.try_reserve(seg_bytes) {
-            return Ok(false);
+        // The flush may have started a segment for what was buffered (after a reclaim).
+        let end = self.end;
+        if self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.written_end() == end && a.written + rec <= a.capacity)
+        {
+            return Ok(true);
         }
-        let start = self.end;
+        self.start_segment(self.end, HDR + rec)
+    }
+
+    /// Reserves a segment from the budget and creates it at `start`, sealing the active one;
+    /// `need` is what it must hold (header and pending records). `Ok(false)`: the budget
+    /// cannot hold it, nothing changed.
+    fn start_segment(&mut self, start: u64, need: u64) -> Result<bool, JournalError> {
+        self.budget.recheck_fs(&self.dir);
+        let Some(capacity) = self
+            .reserve_segment(need)
+            .or_else(|| self.reclaim_active().then(|| self.reserve_segment(need))?)
+            .or_else(|| self.reserve_for_accepted(need))
+        else {
+            return Ok(false);
+        };
         let path = self.dir.join(segment_file_name(start));
         let header = SegmentHeader {
             start,
-            capacity: seg_bytes,
-            first_seq: self.next_seq,
+            capacity,
+            first_seq: self.next_seq.saturating_sub(self.buffered_records),
             created_us: unix_micros(),
             intake_id: self.intake_id,
         };
-        let created = create_segment(&path, &header);
-        let file = match created {
+        let file = match create_segment(&path, &header) {
             Ok(f) => f,
             Err(source) => {
-                self.budget.release(seg_bytes);
+                self.budget.release(capacity);
                 return Err(JournalError::OpenSegment { path, source });
             }
         };
         if let Some(old) = self.active.take() {
-            // Seal: its bytes are durable before newer segments exist on disk, and its charge
-            // becomes its real length.
-            let synced = old.file.sync_data();
-            self.budget
-                .release(old.capacity.saturating_sub(old.written));
-            if let Err(source) = synced {
-                tracing::error!(path = %old.path.display(), error = %source, "fdatasync of a sealed segment failed");
-            }
+            self.seal(old);
         }
         self.active = Some(Active {
             start,
             path,
             file,
             written: HDR,
-            capacity: seg_bytes,
+            capacity,
         });
         self.unsynced = true;
         sync_dir(&self.dir).map_err(|e| super::dir_error(&self.dir, e))?;
         Ok(true)
     }
 
+    /// Reserves a whole segment if the budget holds one, else a smaller one that holds
+    /// `need` (a nearly full disk still takes events, in smaller segments); returns its
+    /// capacity.
+    fn reserve_segment(&self, need: u64) -> Option<u64> {
+        let full = self.opts.segment_bytes.max(need);
+        let small = need.next_multiple_of(SMALL_SEGMENT_STEP).min(full);
+        [full, small, need]
+            .into_iter()
+            .find(|&bytes| self.budget.try_reserve(bytes))
+    }
+
+    /// Records already taken from senders (buffered here) may go into the file system's
+    /// reserve when the budget in force refuses them but the disk has the room: at most one
+    /// buffer (`buffer_bytes`) per journal beyond the budget, so that accepted events reach
+    /// the disk instead of holding the intake back until someone else frees space.
+    fn reserve_for_accepted(&self, need: u64) -> Option<u64> {
+        let pending = HDR + self.buf.len() as u64;
+        if self.buf.is_empty() || need > pending {
+            return None;
+        }
+        let room = super::FsRoom::of(&self.dir).ok()?;
+        (room.available >= need).then(|| {
+            self.budget.force_reserve(need);
+            need
+        })
+    }
+
+    /// Seals a segment: its bytes are durable before newer segments exist on disk, and its
+    /// charge becomes its real length.
+    fn seal(&mut self, old: Active) {
+        let synced = old.file.sync_data();
+        self.budget
+            .release(old.capacity.saturating_sub(old.written));
+        if let Err(source) = synced {
+            tracing::error!(path = %old.path.display(), error = %source, "fdatasync of a sealed segment failed");
+        }
+    }
+
+    /// Deletes the active segment when the reader's **durable** checkpoint has passed every
+    /// record written to it, and gives its charge back: how a full disk or budget makes room
+    /// when the only segment left is the one being filled. The next write starts a new
+    /// segment where this one ended (positions go on; the reader re-lists and finds it). Only
+    /// the writer touches its active segment, so no one else deletes or extends it meanwhile.
+    fn reclaim_active(&mut self) -> bool {
+        let Some(a) = self.active.as_ref() else {
+            return false;
+        };
+        if a.written <= HDR || Checkpoint::durable_position(&self.dir) < a.written_end() {
+            return false;
+        }
+        match std::fs::remove_file(&a.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::debug!(path = %a.path.display(), error = %e, "cannot delete the delivered active segment");
+                return false;
+            }
+        }
+        let Some(a) = self.active.take() else {
+            return false;
+        };
+        self.budget.release(a.capacity.max(a.written));
+        let _ = sync_dir(&self.dir); // best effort: a resurrected delivered file is deleted again
+        tracing::info!(path = %a.path.display(), bytes = a.written, "journal: deleted the delivered active segment to make room");
+        true
+    }
+
     /// Writes the buffered records with one `pwrite` (more only after a short write), syncs
-    /// if the policy says so, then publishes the new end to the reader.
+    /// if the policy says so, then publishes the new end to the reader. When the disk is
+    /// full, a delivered active segment is given back and the records go to a new one.
     pub fn flush(&mut self) -> Result<(), JournalError> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let Some(a) = self.active.as_mut() else {
-            return Ok(()); // unreachable: records are buffered only into an active segment
-        };
-        let mut done = 0usize;
-        while done < self.buf.len() {
-            match a.file.write_at(&self.buf[done..], a.written + done as u64) {
-                Ok(0) => {
-                    a.written += done as u64;
-                    self.buf.drain(..done);
-                    return Err(JournalError::Append {
-                        path: a.path.clone(),
-                        source: std::io::ErrorKind::WriteZero.into(),
-                    });
-                }
-                Ok(k) => done += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    // Keep what was not written; remember what was (a partial record stays
-                    // unpublished, and the retry continues right after it).
-                    a.written += done as u64;
-                    self.buf.drain(..done);
-                    return Err(JournalError::Append {
-                        path: a.path.clone(),
-                        source,
-                    });
-                }
-            }
+        let start = self.end - self.buf.len() as u64;
+        let need = HDR + self.buf.len() as u64;
+        if self.active.is_none() && !self.start_segment(start, need)? {
+            return Err(JournalError::BudgetExhausted {
+                path: self.dir.clone(),
+            });
         }
-        a.written += done as u64;
-        self.buf.clear();
-        self.unsynced = true;
+        match self.write_buffer() {
+            Err(e) if e.is_disk_full() && self.reclaim_active() => {
+                if !self.start_segment(start, need)? {
+                    return Err(e);
+                }
+                self.write_buffer()?;
+            }
+            other => other?,
+        }
         let due = match self.opts.sync {
             SyncPolicy::Always => true,
             SyncPolicy::Batch { interval } => self.last_sync.elapsed() >= interval,
@@ -371,6 +451,36 @@ impl JournalWriter {
         }
         self.published = self.end;
         self.state.publish_end(self.end, self.next_seq);
+        Ok(())
+    }
+
+    /// Writes the whole buffer into the active segment. On error nothing is taken out of
+    /// the buffer: the retry writes the same bytes at the same offset again (a partial
+    /// record on disk is never published, and is overwritten or cut by recovery).
+    fn write_buffer(&mut self) -> Result<(), JournalError> {
+        let Some(a) = self.active.as_mut() else {
+            return Ok(()); // unreachable: `flush` started one
+        };
+        let mut done = 0usize;
+        while done < self.buf.len() {
+            let source = match a.file.write_at(&self.buf[done..], a.written + done as u64) {
+                Ok(0) => std::io::ErrorKind::WriteZero.into(),
+                Ok(k) => {
+                    done += k;
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => e,
+            };
+            return Err(JournalError::Append {
+                path: a.path.clone(),
+                source,
+            });
+        }
+        a.written += done as u64;
+        self.buf.clear();
+        self.buffered_records = 0;
+        self.unsynced = true;
         Ok(())
     }
 
@@ -436,6 +546,17 @@ impl JournalWriter {
     /// Bytes appended but not yet written.
     pub fn buffered_bytes(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Forgets the records appended and not written yet, for a caller that still holds them
+    /// elsewhere (the stop-time save leaves them in the ring); returns their bytes.
+    pub fn discard_buffered(&mut self) -> usize {
+        let bytes = self.buf.len();
+        self.end -= bytes as u64;
+        self.next_seq = self.next_seq.saturating_sub(self.buffered_records);
+        self.buf.clear();
+        self.buffered_records = 0;
+        bytes
     }
 
     /// Seq the next record gets.

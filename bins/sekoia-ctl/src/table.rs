@@ -17,12 +17,17 @@ pub fn render(s: &StatusReport) -> String {
         f.destination,
         if f.stopping { "  (stopping)" } else { "" }
     );
-    let _ = writeln!(
-        out,
-        "disk journal: {} of {}\n",
-        bytes(s.disk.used_bytes),
-        bytes(s.disk.limit_bytes)
-    );
+    let d = &s.disk;
+    let bound = if d.limit_bytes < d.configured_bytes {
+        format!(
+            "{} (the spool's file system; DISK_SPACE is {})",
+            bytes(d.limit_bytes),
+            bytes(d.configured_bytes)
+        )
+    } else {
+        bytes(d.limit_bytes)
+    };
+    let _ = writeln!(out, "disk journal: {} of {bound}\n", bytes(d.used_bytes));
     out.push_str(&intake_table(&s.intakes));
     out.push('\n');
     out.push_str(&uplink_table(&s.uplink));

@@ -139,9 +139,13 @@ impl StatusBoard {
             forwarder: self.forwarder_info(cfg, stopping, now),
             intakes,
             uplink,
-            disk: DiskStatus {
-                limit_bytes: budget.limit(),
-                used_bytes: budget.used(),
+            disk: {
+                let figures = budget.figures();
+                DiskStatus {
+                    limit_bytes: figures.in_force,
+                    configured_bytes: figures.configured,
+                    used_bytes: figures.used,
+                }
             },
         }
     }

@@ -180,8 +180,14 @@ impl Collector for StatusCollector {
         family(
             e,
             "disk_limit_bytes",
-            "DISK_SPACE: the most the journals may hold.",
+            "The journals' bound in force: the smaller of DISK_SPACE and the spool's room.",
             disk(s.disk.limit_bytes),
+        )?;
+        family(
+            e,
+            "disk_configured_bytes",
+            "DISK_SPACE as configured.",
+            disk(s.disk.configured_bytes),
         )?;
         family(
             e,

@@ -83,8 +83,11 @@ pub struct UplinkStatus {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DiskStatus {
-    /// DISK_SPACE: the most the journals may hold.
+    /// The bound in force: the smaller of DISK_SPACE and what the spool's file system can
+    /// hold (minus a reserve), as last measured.
     pub limit_bytes: u64,
+    /// DISK_SPACE as configured.
+    pub configured_bytes: u64,
     /// What the journals hold now.
     pub used_bytes: u64,
 }

@@ -27,6 +27,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tracing::{info, warn};
 
+use crate::log_limit::{Repeating, Report};
 use crate::uplink::backoff::Backoff;
 use crate::uplink::delivery::{unacked_bytes, CountingStream, DeliveryTracker};
 use crate::uplink::dispatcher::{Batch, Outcome};
@@ -74,15 +75,21 @@ impl Connection {
         let cfg = Arc::clone(&self.cfg);
         let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max, cfg.healthy_after);
         let mut stop = self.stop.clone();
+        // A destination that keeps refusing is logged once, then summarised (log_limit).
+        let mut failing = Repeating::default();
         while !*stop.borrow() {
             let opened = tokio::select! {
                 opened = self.open() => opened,
                 _ = stop.wait_for(|s| *s) => break,
             };
             match opened {
-                Err(error) => self.attempt_failed(&error),
+                Err(error) => self.attempt_failed(&error, &mut failing),
                 Ok(conn) => {
                     let up_since = Instant::now();
+                    if let Some(Report::Ended { total, lasted }) = failing.cleared(up_since) {
+                        info!(connection = self.id, host = %cfg.host, failed_attempts = total,
+                              lasted_s = lasted.as_secs(), "uplink reachable again");
+                    }
                     self.counters.connects.fetch_add(1, Ordering::Relaxed);
                     self.counters.connections_up.fetch_add(1, Ordering::Relaxed);
                     info!(connection = self.id, host = %cfg.host, port = cfg.port, peer = %conn.peer,
@@ -106,7 +113,7 @@ impl Connection {
         }
     }
 
-    fn attempt_failed(&self, error: &UplinkError) {
+    fn attempt_failed(&self, error: &UplinkError, failing: &mut Repeating) {
         let counter = match error {
             UplinkError::TlsHandshake { .. } | UplinkError::HandshakeTimeout { .. } => {
                 &self.counters.tls_failures
@@ -114,8 +121,19 @@ impl Connection {
             _ => &self.counters.connect_failures,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        warn!(connection = self.id, host = %self.cfg.host, port = self.cfg.port, error = %error,
-              "uplink connection attempt failed, retrying");
+        let (host, port) = (&self.cfg.host, self.cfg.port);
+        match failing.occurred(Instant::now()) {
+            Some(Report::Started) => warn!(connection = self.id, %host, port, error = %error,
+                "uplink connection attempt failed, retrying (repeats are summarised every 10 s)"),
+            Some(Report::Ongoing {
+                count,
+                total,
+                lasted,
+            }) => warn!(connection = self.id, %host,
+                port, error = %error, failed_attempts = count, total, lasted_s = lasted.as_secs(),
+                "uplink connection attempts still failing, retrying"),
+            _ => {}
+        }
         self.counters
             .set_last_error(format_args!("uplink connection {}: {error}", self.id));
     }

@@ -1,7 +1,8 @@
 //! Until the monitoring issue brings stats and `sekoia-ctl`, the ingest worker says in its
 //! log what it had to drop or cut: every interval, the counts that grew; at stop, the totals.
 //! Losses must never be silent, nor events sent under a sender's IP because its name came
-//! too late (`resolve_timeouts`) or its held datagrams overflowed (`resolve_wait_overflows`).
+//! too late (`resolve_timeouts`) or its held datagrams overflowed (`resolve_wait_overflows`),
+//! nor senders refused or connections closed by the intake's limits (docs/hostile-networks.md).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,19 @@ pub async fn report_periodically(intake: String, counters: Arc<InputCounters>, e
                 resolve_wait_overflows = resolve_overflows, every_s = every.as_secs(),
                 "input losses and errors in the last interval");
         }
+        let (refused, timeouts, shed) = (
+            grew(|s| s.refused_source + s.refused_intake_full + s.refused_source_full),
+            grew(|s| s.partial_frame_timeouts + s.idle_timeouts),
+            grew(|s| s.shed_budget),
+        );
+        if refused + timeouts + shed > 0 {
+            warn!(intake = %intake, refused_source = grew(|s| s.refused_source),
+                refused_intake_full = grew(|s| s.refused_intake_full),
+                refused_source_full = grew(|s| s.refused_source_full),
+                partial_frame_timeouts = grew(|s| s.partial_frame_timeouts),
+                idle_timeouts = grew(|s| s.idle_timeouts), shed_budget = shed,
+                every_s = every.as_secs(), "connections refused or closed by limits in the last interval");
+        }
         last = now;
     }
 }
@@ -45,5 +59,8 @@ pub fn report_totals(intake: &str, counters: &InputCounters) {
         truncated = s.truncated, partial_discarded = s.partial_discarded,
         tls_handshake_failures = s.tls_handshake_failures, resolve_timeouts = s.resolve_timeouts,
         resolve_wait_overflows = s.resolve_wait_overflows, connections_total = s.connections_total,
+        refused_source = s.refused_source, refused_intake_full = s.refused_intake_full,
+        refused_source_full = s.refused_source_full, partial_frame_timeouts = s.partial_frame_timeouts,
+        idle_timeouts = s.idle_timeouts, shed_budget = s.shed_budget,
         "input totals");
 }

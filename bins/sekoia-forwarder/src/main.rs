@@ -13,6 +13,7 @@ mod instance;
 mod intake_sink;
 mod logging;
 mod notify;
+mod open_files;
 mod stop_save;
 mod supervisor;
 mod uplink_report;

@@ -32,6 +32,7 @@ const BIND_RETRY_FOR: Duration = Duration::from_secs(10);
 
 pub fn run(cfg: ForwarderConfig, runtime_args: &RuntimeArgs) -> Result<()> {
     let runtime = runtime_args;
+    crate::open_files::raise_to_hard_limit();
     print!("{}", config::banner(&cfg));
     let spool = &cfg.settings.spool_dir;
     PrivateDir::create(spool).context("cannot use the spool directory (SPOOL_DIR)")?;

@@ -23,8 +23,7 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::budget::{ReadBudget, DEFAULT_READ_BUDGET};
-use super::tcp::{accept_loop, Listener};
+use super::tcp::{accept_loop, Listener, ListenerOptions};
 use super::{shutdown_requested, InputCounters, InputError, MessageSink, Resolver};
 
 /// Longest a client may take to complete its TLS handshake.
@@ -95,33 +94,22 @@ pub async fn serve_tls(
     c: Arc<InputCounters>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), InputError> {
-    let budget = ReadBudget::new(DEFAULT_READ_BUDGET);
-    serve_tls_with_budget(l, tls, sink, names, c, shutdown, budget).await
+    let options = ListenerOptions::default();
+    serve_tls_with(l, tls, sink, names, c, shutdown, options).await
 }
 
-/// [`serve_tls`] with an explicit read-buffer budget.
-pub async fn serve_tls_with_budget(
+/// [`serve_tls`] with the intake's limits.
+pub async fn serve_tls_with(
     l: std::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     sink: Arc<dyn MessageSink>,
     names: Arc<Resolver>,
     c: Arc<InputCounters>,
     shutdown: watch::Receiver<bool>,
-    budget: Arc<ReadBudget>,
+    options: ListenerOptions,
 ) -> Result<(), InputError> {
-    let listener = Listener {
-        sink,
-        names,
-        counters: c,
-        budget,
-    };
-    accept_loop(
-        l,
-        Some(TlsAcceptor::from(tls)),
-        Arc::new(listener),
-        shutdown,
-    )
-    .await
+    let listener = Listener::new(sink, names, c, options);
+    accept_loop(l, Some(TlsAcceptor::from(tls)), listener, shutdown).await
 }
 
 /// Runs the server handshake; None (counted and logged) when it fails, times out, or

@@ -59,8 +59,8 @@ fn ingest_worker(fwd: &Forwarder) -> i32 {
 fn total(log: &str, intake: &str, field: &str) -> Option<u64> {
     let line = log
         .lines()
-        .filter(|l| l.contains("input totals") && l.contains(&format!("intake={intake} ")))
-        .last()?;
+        .rev()
+        .find(|l| l.contains("input totals") && l.contains(&format!("intake={intake} ")))?;
     let value = line.split(&format!(" {field}=")).nth(1)?;
     value.split_whitespace().next()?.parse().ok()
 }

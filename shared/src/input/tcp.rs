@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use super::admission::Admission;
+use super::admission::{Admission, Admitted};
 use super::budget::ReadBudget;
 use super::{shutdown_requested, InputCounters, InputError, MessageSink, Resolver};
 use crate::config::IntakeLimits;
@@ -150,11 +150,8 @@ pub(crate) async fn accept_loop(
                     let open = OpenConnection::new(shared.counters.clone());
                     shared.names.prefetch(peer.ip());
                     set_keepalive(&stream, peer);
-                    let task = connection(stream, peer, tls.clone(), shared.clone(), shutdown.clone());
-                    connections.spawn(async move {
-                        task.await;
-                        drop((open, place));
-                    });
+                    let held = (open, place);
+                    spawn_connection(&mut connections, stream, peer, tls.as_ref(), &shared, held, shutdown.clone());
                 }
                 Err(e) if is_resource_exhaustion(&e) => {
                     tracing::warn!(error = %e, "accept failed, pausing");
@@ -173,22 +170,36 @@ pub(crate) async fn accept_loop(
     Ok(())
 }
 
-async fn connection(
+/// Starts the task of one admitted connection: plain or TLS, each its own task type, so a
+/// plain connection's task does not carry room for a TLS stream (docs/hostile-networks.md).
+fn spawn_connection(
+    connections: &mut JoinSet<()>,
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
-    tls: Option<TlsAcceptor>,
-    shared: Arc<Listener>,
-    mut shutdown: watch::Receiver<bool>,
+    tls: Option<&TlsAcceptor>,
+    shared: &Arc<Listener>,
+    held: (OpenConnection, Admitted),
+    shutdown: watch::Receiver<bool>,
 ) {
+    let shared = shared.clone();
     match tls {
-        None => read_frames(stream, peer, &shared, shutdown).await,
+        None => connections.spawn(async move {
+            read_frames(stream, peer, &shared, shutdown).await;
+            drop(held);
+        }),
         Some(acceptor) => {
-            let handshake = super::tls::handshake(&acceptor, stream, peer, &shared, &mut shutdown);
-            if let Some(stream) = Box::pin(handshake).await {
-                read_frames(stream, peer, &shared, shutdown).await;
-            }
+            let acceptor = acceptor.clone();
+            connections.spawn(async move {
+                let mut shutdown = shutdown;
+                let handshake =
+                    super::tls::handshake(&acceptor, stream, peer, &shared, &mut shutdown);
+                if let Some(stream) = handshake.await {
+                    read_frames(stream, peer, &shared, shutdown).await;
+                }
+                drop(held);
+            })
         }
-    }
+    };
 }
 
 fn set_keepalive(stream: &tokio::net::TcpStream, peer: std::net::SocketAddr) {

@@ -111,6 +111,10 @@ impl<S: AsyncRead + Unpin> Connection<S> {
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
         loop {
+            // Checked here too: a sender whose data is always ready never reaches a wait.
+            if let Some(end) = self.limit_reached(shared) {
+                return end;
+            }
             let want = match self.room_to_read(shared, shutdown).await {
                 Ok(want) => want,
                 Err(end) => return end,
@@ -146,6 +150,15 @@ impl<S: AsyncRead + Unpin> Connection<S> {
         }
     }
 
+    /// A limit that closes the connection now: shed by the budget, or a deadline passed.
+    fn limit_reached(&self, shared: &Listener) -> Option<End> {
+        if self.lease.is_shed() {
+            return Some(End::Limit(Notice::BudgetShed));
+        }
+        let deadline = self.clock.deadline(shared)?;
+        (Instant::now() >= deadline).then(|| End::Limit(self.clock.expired(shared)))
+    }
+
     /// The part of the decoder's buffer beyond the free allowance.
     fn leased_part(&self) -> usize {
         self.decoder.allocated().saturating_sub(FREE_PER_CONNECTION)
@@ -178,7 +191,8 @@ impl<S: AsyncRead + Unpin> Connection<S> {
             biased;
             _ = shutdown_requested(shutdown) => Err(End::Closed),
             _ = until(timer, deadline) => Err(End::Limit(self.clock.expired(shared))),
-            grown = lease.grow_to(needed) => match grown {
+            // Boxed: only a connection waiting for budget needs this future's room.
+            grown = Box::pin(lease.grow_to(needed)) => match grown {
                 Ok(()) => Ok(want),
                 Err(_shed) => Err(End::Limit(Notice::BudgetShed)),
             },

@@ -418,3 +418,22 @@ async fn new_sender_whose_lookup_outlasts_the_wait_goes_out_under_its_ip_counted
 }
 
 mod limits;
+
+#[tokio::test]
+async fn an_idle_connection_task_is_small() {
+    // The per-connection state of docs/hostile-networks.md: the read loop's future (the
+    // task adds tokio's header, the admission and the open-connection guard).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _client = std::net::TcpStream::connect(addr).unwrap();
+    let (server, peer) = listener.accept().unwrap();
+    server.set_nonblocking(true).unwrap();
+    let stream = tokio::net::TcpStream::from_std(server).unwrap();
+    let names = Arc::new(Resolver::new(false));
+    let counters = Arc::new(InputCounters::new());
+    let shared = Listener::new(RecordingSink::new(), names, counters, Default::default());
+    let (_stop, shutdown) = watch::channel(false);
+    let task = read_frames(stream, peer, &shared, shutdown);
+    let size = std::mem::size_of_val(&task);
+    assert!(size <= 1024, "the read loop's future takes {size} bytes");
+}

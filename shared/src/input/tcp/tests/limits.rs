@@ -201,3 +201,31 @@ async fn senders_outside_allowed_sources_are_refused_before_a_byte_is_read() {
     let sink = server.shut_down().await;
     assert_eq!(sink.texts(), strings(&["allowed"]));
 }
+
+#[tokio::test]
+async fn an_endless_line_sent_at_full_speed_still_hits_the_partial_frame_timeout() {
+    let server = Server::limited(IntakeLimits {
+        partial_frame_timeout_secs: 1,
+        ..IntakeLimits::default()
+    })
+    .await;
+    let mut client = connect_from("127.0.0.1", server.addr).await;
+    let chunk = vec![b'z'; 64 << 10];
+    let started = std::time::Instant::now();
+    // Writes fail once the server closed the connection.
+    let mut sent = 0usize;
+    while client.write_all(&chunk).await.is_ok() {
+        sent += chunk.len();
+        assert!(
+            started.elapsed() < PATIENCE,
+            "still open after {sent} bytes"
+        );
+    }
+    let s = server.counters.snapshot();
+    assert_eq!(s.partial_frame_timeouts, 1);
+    assert_eq!(
+        s.truncated, 1,
+        "the line's first 256000 bytes were delivered, truncated"
+    );
+    server.shut_down().await;
+}

@@ -66,7 +66,7 @@ impl Default for IntakeLimits {
             max_connections_per_source: 1_000,
             partial_frame_timeout_secs: 60,
             idle_timeout_secs: None,
-            read_buffer_budget: 256 << 20,
+            read_buffer_budget: crate::input::DEFAULT_READ_BUDGET as u64,
             allowed_sources: SourceFilter::default(),
         }
     }

@@ -13,6 +13,13 @@
 //!   again after short sleeps (back-pressure reaches the sender through TCP). UDP cannot wait:
 //!   refused datagrams are dropped and counted in [`InputCounters::dropped_full`].
 //! - One connection's problems (slow, hostile, stuck in a handshake, broken) never delay another.
+//! - Whatever the others hold, a connection can always read 16 KiB of new data, so a sender of
+//!   ordinary messages is always served; read-buffer memory is bounded per intake by
+//!   `read_buffer_budget + connections × 16 KiB`, and an idle connection holds no buffer
+//!   (`budget.rs`, `tcp/reader.rs`, docs/hostile-networks.md).
+//! - Senders outside the intake's `allowed_sources`, and connections beyond its limits, are
+//!   refused before a byte is read from them (before a TLS handshake), counted and logged
+//!   rate-limited (`admission.rs`, `sources.rs`).
 //! - A message without a host name is shown under its sender's name from the sender's first
 //!   event: the first frames of a new sender wait (async, bounded by the resolver's wait, 1 s
 //!   by default) for its reverse lookup, then fall back to the IP, counted in

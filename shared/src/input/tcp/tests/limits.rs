@@ -229,3 +229,26 @@ async fn an_endless_line_sent_at_full_speed_still_hits_the_partial_frame_timeout
     );
     server.shut_down().await;
 }
+
+#[tokio::test]
+async fn a_connection_gives_its_buffer_back_when_it_falls_idle() {
+    let budget = ReadBudget::new(DEFAULT_READ_BUDGET);
+    let server = Server::start(RecordingSink::new(), budget.clone()).await;
+    let mut line = vec![b'q'; 100_000];
+    line.push(b'\n');
+    let client = hold("127.0.0.1", server.addr, &line).await;
+    server
+        .sink
+        .wait_until(PATIENCE, "the large message", |s| s.count() == 1)
+        .await;
+    let sink = server.sink.clone();
+    sink.wait_until(
+        PATIENCE,
+        "the lease given back while still connected",
+        |_| budget.in_use() == 0,
+    )
+    .await;
+    assert_eq!(server.counters.snapshot().connections_open, 1);
+    drop(client);
+    server.shut_down().await;
+}

@@ -3,8 +3,9 @@
 //! opens connections in steps (each sends one event, then stays open and silent), and prints
 //! the worker's resident memory at each step and the cost per connection above its baseline.
 //!
-//! `idleconns 1000 10000 limit` (the default): `limit` means as many as this process's and
-//! the worker's open-file limits allow, minus a margin. Connections come from 127.0.0.1,
+//! `idleconns [tls] 1000 10000 limit` (the default steps): `limit` means as many as this
+//! process's and the worker's open-file limits allow, minus a margin; `tls` measures a tls
+//! intake instead of a tcp one. Connections come from 127.0.0.1,
 //! 127.0.0.2, ... (20,000 each) so the ephemeral ports of one address never run out.
 
 use std::io::Write;
@@ -21,47 +22,72 @@ const PER_ADDRESS: usize = 20_000;
 const MARGIN: usize = 200;
 
 fn main() -> Result<()> {
-    let steps = parse_steps()?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let tls = args.first().is_some_and(|a| a == "tls");
+    if tls {
+        args.remove(0);
+    }
+    let steps = parse_steps(args)?;
     let certs = TestCerts::new(&["127.0.0.1", "localhost"]);
     let sink = TlsSink::start(&certs);
     let port = free_tcp_port();
+    let protocol = if tls { "tls" } else { "tcp" };
     let yaml = format!(
-        "intakes:\n- name: Idle\n  protocol: tcp\n  port: {port}\n  intake_key: {KEY}\n  \
+        "intakes:\n- name: Idle\n  protocol: {protocol}\n  port: {port}\n  intake_key: {KEY}\n  \
          max_connections_per_source: {PER_ADDRESS}\n"
     );
     let fwd = ForwarderBuilder::new(&yaml, sink.port)
         .ca_file(&certs.ca_pem)
+        .certs_dir(&certs.certs_dir())
         .start();
     let worker = fwd.worker_pids("ingest-worker");
     let worker = *worker.first().context("no ingest worker")?;
     let baseline = rss_kib(worker);
-    println!("ingest worker {worker}: baseline RSS {baseline} KiB");
+    println!("{protocol} ingest worker {worker}: baseline RSS {baseline} KiB");
     println!("connections  rss_kib  above_baseline_kib  bytes_per_connection");
-    let mut open: Vec<TcpStream> = Vec::new();
+    // Open client connections, kept silent until the end.
+    let mut plain: Vec<TcpStream> = Vec::new();
+    let mut secure: Vec<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> = Vec::new();
+    let mut open = 0usize;
     for target in steps {
-        while open.len() < target {
-            let n = open.len();
-            let mut c = connect_from(n, port)
+        while open < target {
+            let n = open;
+            let tcp = connect_from(n, port)
                 .with_context(|| format!("connection {n} (lower the step?)"))?;
-            writeln!(c, "<13>Jan  5 01:02:03 idle app: seq={n} hello")?;
-            open.push(c);
+            let event = format!("<13>Jan  5 01:02:03 idle app: seq={n} hello\n");
+            if tls {
+                let name = "localhost".try_into()?;
+                let conn = rustls::ClientConnection::new(certs.client_config(), name)?;
+                let mut stream = rustls::StreamOwned::new(conn, tcp);
+                stream.write_all(event.as_bytes())?;
+                stream.flush()?;
+                secure.push(stream);
+            } else {
+                let mut tcp = tcp;
+                tcp.write_all(event.as_bytes())?;
+                plain.push(tcp);
+            }
+            open += 1;
         }
-        let all = wait_until(Duration::from_secs(300), || sink.count() >= open.len());
+        let all = wait_until(Duration::from_secs(300), || sink.count() >= open);
         if !all {
-            bail!("only {} of {} events arrived", sink.count(), open.len());
+            bail!("only {} of {open} events arrived", sink.count());
         }
         // Let the last reads finish and buffers go back.
         std::thread::sleep(Duration::from_secs(2));
         let rss = rss_kib(worker);
         let above = rss.saturating_sub(baseline);
-        let per = above * 1024 / open.len() as u64;
-        println!("{:>11}  {rss:>7}  {above:>18}  {per:>20}", open.len());
+        let per = above * 1024 / open as u64;
+        println!("{open:>11}  {rss:>7}  {above:>18}  {per:>20}");
     }
+    println!(
+        "({} clients held open until now)",
+        plain.len() + secure.len()
+    );
     Ok(())
 }
 
-fn parse_steps() -> Result<Vec<usize>> {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
+fn parse_steps(mut args: Vec<String>) -> Result<Vec<usize>> {
     if args.is_empty() {
         args = ["1000", "10000", "limit"].map(String::from).to_vec();
     }

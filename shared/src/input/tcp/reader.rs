@@ -19,7 +19,9 @@
 //! Limits: a frame that started and did not end within the listener's partial-frame timeout,
 //! a connection silent for its idle timeout (if set), or one shed by the budget is closed
 //! and its unfinished frame discarded (counted, logged rate-limited). Frames already framed
-//! were delivered before.
+//! were delivered before. Time spent waiting for a full sink does not count against the
+//! sender (we were not reading); time waiting for read budget does (it bounds how long the
+//! largest holder keeps its memory).
 //!
 //! Sender names: the peer's lookup starts at accept (so it overlaps a TLS handshake), and
 //! the connection's first delivery awaits it, bounded by the resolver's wait (a timeout is
@@ -139,8 +141,11 @@ impl<S: AsyncRead + Unpin> Connection<S> {
             }
             self.spans.clear();
             self.decoder.decode(&mut self.spans);
-            self.clock.after_decode(&self.decoder, Instant::now());
+            let now = Instant::now();
+            self.clock.after_decode(&self.decoder, now);
             Box::pin(deliver(&self.decoder, &self.spans, peer, shared, shutdown)).await;
+            // Time spent waiting for the sink (back-pressure) is ours, not the sender's.
+            self.clock.pause(now.elapsed());
             self.decoder.compact();
             let keep = self.window.max(self.decoder.pending());
             if self.decoder.allocated() > 2 * keep {
@@ -305,6 +310,14 @@ impl FrameClock {
             (true, Some(since)) if !ended => Some(since),
             (true, _) => Some(now),
         };
+    }
+
+    /// Moves both clocks forward by `d`, a time during which we did not read.
+    fn pause(&mut self, d: Duration) {
+        if d >= Duration::from_millis(1) {
+            self.last_read += d;
+            self.partial_since = self.partial_since.map(|t| t + d);
+        }
     }
 
     fn deadline(&self, shared: &Listener) -> Option<Instant> {

@@ -252,3 +252,29 @@ async fn a_connection_gives_its_buffer_back_when_it_falls_idle() {
     drop(client);
     server.shut_down().await;
 }
+
+#[tokio::test]
+async fn back_pressure_from_a_full_queue_does_not_count_against_the_partial_frame_timeout() {
+    let sink = RecordingSink::with_room(0);
+    let options = ListenerOptions::new(IntakeLimits {
+        partial_frame_timeout_secs: 1,
+        ..IntakeLimits::default()
+    });
+    let server = Server::start_with(sink.clone(), options, Arc::new(Resolver::new(false))).await;
+    let mut client = hold("127.0.0.1", server.addr, b"first\nsecond half").await;
+    let counters = server.counters.clone();
+    wait_for(PATIENCE, "the first frame offered", || {
+        counters.snapshot().received == 1
+    })
+    .await;
+    // The queue stays full for twice the timeout while "second half" waits unfinished.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    sink.set_room(usize::MAX);
+    client.write_all(b" done\n").await.unwrap();
+    sink.wait_until(PATIENCE, "both lines", |s| s.count() == 2)
+        .await;
+    assert_eq!(sink.texts(), strings(&["first", "second half done"]));
+    assert_eq!(counters.snapshot().partial_frame_timeouts, 0);
+    drop(client);
+    server.shut_down().await;
+}

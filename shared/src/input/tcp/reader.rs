@@ -12,9 +12,10 @@
 //! - the decoder's buffer is free up to 16 KiB; beyond that it is leased from the fair
 //!   budget: a larger window only when the budget has room (else a read within the free
 //!   16 KiB), growth for an unfinished frame larger than 16 KiB by waiting (`budget.rs`);
-//! - when a read finds nothing to read and no frame is unfinished, the buffer and lease are
-//!   given back: an idle connection holds no buffer. It waits for data through a per-thread
-//!   scratch buffer, and only the bytes that arrive are copied into a new buffer.
+//! - while no frame is unfinished the connection holds no buffer: it reads through a
+//!   per-thread scratch buffer and only the bytes that arrive are copied into a new buffer
+//!   (exactly their size); when a read finds nothing, the lease is given back too. An idle
+//!   connection holds neither.
 //!
 //! Limits: a frame that started and did not end within the listener's partial-frame timeout,
 //! a connection silent for its idle timeout (if set), or one shed by the budget is closed
@@ -212,6 +213,10 @@ impl<S: AsyncRead + Unpin> Connection<S> {
         shared: &Listener,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<std::io::Result<usize>, End> {
+        // Nothing unfinished: read through the scratch buffer, so that a read finding
+        // nothing costs no allocation and a read finding some allocates just what came
+        // (cheaper than re-growing and zeroing a buffer between small reads).
+        self.decoder.release();
         let (stream, decoder) = (&mut self.stream, &mut self.decoder);
         let ready = tokio::select! {
             biased;
@@ -222,7 +227,6 @@ impl<S: AsyncRead + Unpin> Connection<S> {
             return Ok(read);
         }
         if self.decoder.pending() == 0 {
-            self.decoder.release();
             self.lease.shrink_to(0);
             self.spans = Vec::new();
             self.window = FREE_PER_CONNECTION;

@@ -99,11 +99,29 @@ async fn serve(
                 .take_udp_socket(0)
                 .context("cannot take the inherited UDP socket")?
                 .ok_or_else(|| anyhow!("no UDP socket inherited (LISTEN_FDS)"))?;
-            input::serve_udp(socket, sink_dyn, resolver, counters.clone(), stop_rx).await?;
+            let sources = intake.limits.allowed_sources.clone();
+            input::serve_udp_from(
+                socket,
+                sink_dyn,
+                resolver,
+                counters.clone(),
+                stop_rx,
+                sources,
+            )
+            .await?;
         }
         Protocol::Tcp => {
             let listener = take_tcp(&mut fds)?;
-            input::serve_tcp(listener, sink_dyn, resolver, counters.clone(), stop_rx).await?;
+            let options = input::ListenerOptions::new(intake.limits.clone());
+            input::serve_tcp_with(
+                listener,
+                sink_dyn,
+                resolver,
+                counters.clone(),
+                stop_rx,
+                options,
+            )
+            .await?;
         }
         Protocol::Tls => {
             let files = intake
@@ -112,7 +130,17 @@ async fn serve(
                 .ok_or_else(|| anyhow!("tls intake without certificate files"))?;
             let tls = input::TlsIntake::load(&intake.name, files)?;
             let listener = take_tcp(&mut fds)?;
-            input::serve_tls(listener, tls, sink_dyn, resolver, counters.clone(), stop_rx).await?;
+            let options = input::ListenerOptions::new(intake.limits.clone());
+            input::serve_tls_with(
+                listener,
+                tls,
+                sink_dyn,
+                resolver,
+                counters.clone(),
+                stop_rx,
+                options,
+            )
+            .await?;
         }
     }
     reporter.abort();

@@ -2,7 +2,8 @@
 //! log what it had to drop or cut: every interval, the counts that grew; at stop, the totals.
 //! Losses must never be silent (including datagrams the kernel dropped before we could read
 //! them, `udp_kernel_drops`), nor events sent under a sender's IP because its name came
-//! too late (`resolve_timeouts`) or its held datagrams overflowed (`resolve_wait_overflows`).
+//! too late (`resolve_timeouts`) or its held datagrams overflowed (`resolve_wait_overflows`),
+//! nor senders refused or connections closed by the intake's limits (docs/hostile-networks.md).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,19 @@ pub async fn report_periodically(intake: String, counters: Arc<InputCounters>, e
                 resolve_wait_overflows = resolve_overflows, every_s = every.as_secs(),
                 "input losses and errors in the last interval");
         }
+        let (refused, timeouts, shed) = (
+            grew(|s| s.refused_source + s.refused_intake_full + s.refused_source_full),
+            grew(|s| s.partial_frame_timeouts + s.idle_timeouts),
+            grew(|s| s.shed_budget),
+        );
+        if refused + timeouts + shed > 0 {
+            warn!(intake = %intake, refused_source = grew(|s| s.refused_source),
+                refused_intake_full = grew(|s| s.refused_intake_full),
+                refused_source_full = grew(|s| s.refused_source_full),
+                partial_frame_timeouts = grew(|s| s.partial_frame_timeouts),
+                idle_timeouts = grew(|s| s.idle_timeouts), shed_budget = shed,
+                every_s = every.as_secs(), "connections refused or closed by limits in the last interval");
+        }
         last = now;
     }
 }
@@ -63,5 +77,8 @@ pub fn report_totals(intake: &str, counters: &InputCounters) {
         tls_not_tls = s.tls_not_tls, tls_handshakes_over_limit = s.tls_handshakes_over_limit,
         tls_closed_before_hello = s.tls_closed_before_hello, resolve_timeouts = s.resolve_timeouts,
         resolve_wait_overflows = s.resolve_wait_overflows, connections_total = s.connections_total,
+        refused_source = s.refused_source, refused_intake_full = s.refused_intake_full,
+        refused_source_full = s.refused_source_full, partial_frame_timeouts = s.partial_frame_timeouts,
+        idle_timeouts = s.idle_timeouts, shed_budget = s.shed_budget,
         "input totals");
 }

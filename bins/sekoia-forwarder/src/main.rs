@@ -13,6 +13,7 @@ mod instance;
 mod intake_sink;
 mod logging;
 mod notify;
+mod open_files;
 mod run_as;
 mod status_board;
 mod stop_save;

@@ -40,6 +40,7 @@ const BIND_RETRY_FOR: Duration = Duration::from_secs(10);
 
 pub fn run(cfg: ForwarderConfig, runtime_args: &RuntimeArgs, run_as: Option<&RunAs>) -> Result<()> {
     let runtime = runtime_args;
+    crate::open_files::raise_to_hard_limit();
     print!("{}", config::banner(&cfg));
     if let Some(user) = run_as {
         user.give_folder(&cfg.settings.spool_dir, "SPOOL_DIR")?;

@@ -101,6 +101,7 @@ mod tests {
             debug: false,
             queue_size: 666_667,
             tls: None,
+            limits: Default::default(),
             source: PathBuf::from("/intakes.yaml"),
         }
     }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml_ng::Value;
 
 use crate::config::intakes::RawEntry;
+use crate::config::limits::{self, IntakeLimits};
 use crate::config::problem::Problem;
 use crate::config::tls_client;
 use crate::config::tls_files::{self, TlsFileKind};
@@ -62,6 +63,8 @@ pub(crate) struct Draft<'a> {
     pub debug: bool,
     pub queue_size: Option<u64>,
     pub tls: Option<TlsFiles>,
+    /// Connection limits and allow-list (`config/limits.rs`); defaults for the stats entry.
+    pub limits: IntakeLimits,
 }
 
 /// Collects problems and warnings about one entry.
@@ -113,7 +116,8 @@ pub(crate) fn read_entry<'a>(
     let mut fields: HashMap<&str, &Value> = HashMap::new();
     let mut unknown = Vec::new();
     for (key, value) in mapping {
-        match key.as_str().and_then(|k| FIELDS.iter().find(|f| **f == k)) {
+        let known = |k: &str| known_fields().find(|f| *f == k);
+        match key.as_str().and_then(known) {
             // A field written but left empty (`debug:`) counts as absent.
             Some(known) if !value.is_null() => {
                 fields.insert(known, value);
@@ -194,27 +198,40 @@ pub(crate) fn read_entry<'a>(
         debug,
         queue_size,
         tls: None,
+        limits: IntakeLimits::default(),
     };
     if stats {
         read_stats_fields(&fields, &mut draft, report);
     } else {
         read_port_fields(&fields, certs_dir, &mut draft, report);
+        let at = limits::At {
+            file,
+            label: &draft.label,
+        };
+        draft.limits = limits::read(&fields, draft.protocol, &at, report);
     }
     Some(draft)
 }
 
 pub(crate) fn unknown_field(field: &str) -> (String, String) {
     let lower = field.to_lowercase();
-    let best = FIELDS
-        .iter()
-        .map(|known| (strsim::jaro_winkler(&lower, known), *known))
+    let best = known_fields()
+        .map(|known| (strsim::jaro_winkler(&lower, known), known))
         .max_by(|a, b| a.0.total_cmp(&b.0));
     let what = "unknown field, ignored".to_string();
     let fix = match best {
         Some((score, known)) if score >= 0.8 => format!("did you mean `{known}`?"),
-        _ => format!("remove it; known fields are {}", FIELDS.join(", ")),
+        _ => {
+            let all: Vec<&str> = known_fields().collect();
+            format!("remove it; known fields are {}", all.join(", "))
+        }
     };
     (what, fix)
+}
+
+/// Every field an entry may have.
+fn known_fields() -> impl Iterator<Item = &'static str> {
+    FIELDS.iter().chain(limits::FIELDS.iter()).copied()
 }
 
 fn flag(
@@ -293,7 +310,8 @@ fn read_stats_fields(
         let fix = "remove `port`, or remove `stats: true` if this is a regular intake";
         report.problem(file, &label, "port", what, fix);
     }
-    for field in ["protocol", "debug"].iter().chain(TLS_FIELDS.iter()) {
+    let ignored = ["protocol", "debug"].iter().chain(TLS_FIELDS.iter());
+    for field in ignored.chain(limits::FIELDS.iter()) {
         if fields.contains_key(field) {
             let what = "is ignored for the monitoring entry (stats: true)".to_string();
             report.warning(file, &label, field, what, "remove it".to_string());

@@ -22,6 +22,7 @@ mod args;
 mod banner;
 mod entry;
 mod intakes;
+mod limits;
 mod problem;
 mod region;
 mod size;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use args::SettingsArgs;
 pub use banner::banner;
+pub use limits::IntakeLimits;
 pub use problem::{ConfigErrors, Problem};
 pub use region::{parse_endpoint, Destination, Region, RegionError, UPLINK_PORT};
 pub use size::{parse_size, SizeError};
@@ -142,6 +144,9 @@ pub struct Intake {
     pub queue_size: u64,
     /// Present exactly when `protocol` is `Tls`.
     pub tls: Option<TlsFiles>,
+    /// Connection limits and who may send (`limits.rs`).
+    #[serde(default)]
+    pub limits: IntakeLimits,
     /// The file the entry was read from.
     pub source: PathBuf,
 }

@@ -61,6 +61,7 @@ pub(crate) fn build(entries: &[RawEntry], settings: &Settings) -> Built {
                 debug: draft.debug,
                 queue_size,
                 tls: draft.tls,
+                limits: draft.limits,
                 source: draft.file.to_path_buf(),
             });
         }

@@ -1,50 +1,90 @@
-//! A cap on the read-buffer memory of all connections of one listener.
+//! The fair read budget: a cap on the read-buffer memory of all connections of one listener
+//! that an honest sender gets through whatever the others do.
 //!
-//! Each connection keeps a small read buffer for free (see `tcp::BASE_WINDOW`); everything it
-//! allocates beyond that — larger read windows, a message of up to `MAX_MESSAGE` bytes being
-//! assembled — is leased from one [`ReadBudget`]. Growth that is only an optimisation (a
-//! larger read window) uses [`BudgetLease::try_grow_to`] and falls back to a small read when
-//! the budget is tight; growth that progress needs (the buffer is full of an unfinished
-//! message) uses [`BudgetLease::grow_to`] and waits — the connection stops reading, so TCP
-//! slows its sender — until other connections give memory back. The cap bounds what
-//! thousands of slow or hostile clients can pin in RAM.
+//! The rule (docs/hostile-networks.md states it for operators):
+//! - every connection may always hold [`FREE_PER_CONNECTION`] (16 KiB) of buffer without
+//!   asking: it can always read new data while its unfinished frame is smaller than that, so
+//!   a sender of ordinary messages never waits for anyone;
+//! - only growth beyond that (a frame larger than 16 KiB being assembled, or a larger read
+//!   window) is leased from the shared [`ReadBudget`]. Optional growth (a larger read window)
+//!   uses [`BudgetLease::try_grow_to`] and never waits; growth that progress needs uses
+//!   [`BudgetLease::grow_to`], which is granted at once while the total stays within the cap;
+//! - when the cap is reached, the request waits (its connection stops reading, so TCP slows
+//!   its sender) for memory given back. If none comes within the shed grace ([`SHED_GRACE`],
+//!   1 s), the *worst* holder is shed: the lease holding the most bytes, the oldest on a tie
+//!   (the one whose large frame started first). Its connection closes and its unfinished
+//!   frame is discarded (the connection counts it). A lease is shed only by a request from a
+//!   lease that holds less than it, so the worst holder itself only waits.
 //!
-//! Overdraft: connections that each hold part of a large message and all wait for more would
-//! deadlock. So when a request does not fit, ONE lease at a time may overdraw the cap (its
-//! connection's buffer is itself bounded by `BUFFER_LIMIT`); it keeps the overdraft until the
-//! budget is within its cap again (checked whenever it gives memory back) or it is dropped. Worst case memory is
-//! therefore `cap + BUFFER_LIMIT`, and some connection can always finish its message, unless
-//! the overdraft holder's own sender stalls mid-message while every other budget holder waits.
+//! Worst case: leases never pass the cap, so a listener's read buffers hold at most
+//! `cap + connections × FREE_PER_CONNECTION`. Progress: a waiting request either gets memory
+//! given back, or sheds a larger holder; the largest holder waits only for the others to
+//! finish (or be shed by the partial-frame timeout).
 //!
-//! Invariant: `used` equals the sum of all live [`BudgetLease`]s; at most one lease holds the
-//! overdraft flag.
+//! Invariant: `used` equals the sum of all live [`BudgetLease`]s; a lease is registered in
+//! `holders` exactly while it holds more than zero bytes.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 /// Default cap on leased read-buffer bytes per listener: 256 MiB.
 pub const DEFAULT_READ_BUDGET: usize = 256 << 20;
+/// Buffer every connection may hold without a lease.
+pub const FREE_PER_CONNECTION: usize = 16 << 10;
+/// How long a request waits for memory before it sheds the worst holder.
+pub const SHED_GRACE: Duration = Duration::from_secs(1);
 
-/// The shared pool of read-buffer bytes.
+/// The shared pool of read-buffer bytes beyond each connection's free allowance.
 #[derive(Debug)]
 pub struct ReadBudget {
     cap: usize,
+    grace: Duration,
     used: AtomicUsize,
-    /// Some lease is over the cap (see the module doc).
-    overdrawn: AtomicBool,
-    /// Woken whenever bytes or the overdraft are given back.
+    holders: Mutex<Holders>,
+    /// Woken whenever bytes are given back.
     freed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Holders {
+    next_id: u64,
+    live: HashMap<u64, Arc<Holder>>,
+}
+
+/// What the budget knows of one lease that holds bytes.
+#[derive(Debug)]
+struct Holder {
+    held: AtomicUsize,
+    /// When the lease went from zero to holding bytes (its large frame started).
+    since: Instant,
+    shed: AtomicBool,
+    shed_signal: Notify,
+}
+
+impl Holder {
+    /// Ordering key: more bytes is worse, then older is worse.
+    fn worse_than(&self, held: usize, since: Instant) -> bool {
+        let mine = self.held.load(Ordering::Relaxed);
+        mine > held || (mine == held && self.since < since)
+    }
 }
 
 impl ReadBudget {
     pub fn new(cap: usize) -> Arc<Self> {
-        let (used, overdrawn) = (AtomicUsize::new(0), AtomicBool::new(false));
+        Self::with_grace(cap, SHED_GRACE)
+    }
+
+    /// A budget whose waiting requests shed the worst holder after `grace`.
+    pub fn with_grace(cap: usize, grace: Duration) -> Arc<Self> {
         Arc::new(Self {
             cap,
-            used,
-            overdrawn,
+            grace,
+            used: AtomicUsize::new(0),
+            holders: Mutex::new(Holders::default()),
             freed: Notify::new(),
         })
     }
@@ -59,91 +99,95 @@ impl ReadBudget {
     }
 
     /// Takes `n` bytes if they fit under the cap.
-    fn try_take_within_cap(&self, n: usize) -> bool {
-        // Relaxed throughout: no data is published through these words; the
-        // compare-exchanges only keep the sum exact and the overdraft unique.
+    fn try_take(&self, n: usize) -> bool {
+        // Relaxed throughout: no data is published through this word; the compare-exchange
+        // only keeps the sum exact and under the cap.
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
             if used.saturating_add(n) > self.cap {
                 return false;
             }
-            let next = used + n;
-            match self
-                .used
-                .compare_exchange_weak(used, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.used.compare_exchange_weak(
+                used,
+                used + n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return true,
                 Err(now) => used = now,
             }
         }
     }
 
-    /// Takes `n` bytes if they fit, else through the overdraft (sets `overdraft`); a lease
-    /// that already holds the overdraft is always served.
-    fn try_take(&self, n: usize, overdraft: &mut bool) -> bool {
-        if self.try_take_within_cap(n) {
-            return true;
-        }
-        if !*overdraft {
-            let free = (self.overdrawn).compare_exchange(
-                false,
-                true,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-            if free.is_err() {
-                return false;
-            }
-            *overdraft = true;
-        }
-        self.used.fetch_add(n, Ordering::Relaxed);
-        true
-    }
-
-    async fn take(&self, n: usize, overdraft: &mut bool) {
-        loop {
-            if self.try_take(n, overdraft) {
-                return;
-            }
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            // Register before re-checking, so a release between the check and the await
-            // is not missed.
-            freed.as_mut().enable();
-            if self.try_take(n, overdraft) {
-                return;
-            }
-            freed.await;
-        }
-    }
-
-    /// Gives back `n` bytes; ends `overdraft` once the budget is within its cap again.
-    fn give(&self, n: usize, overdraft: &mut bool) {
+    fn give(&self, n: usize) {
         if n > 0 {
             self.used.fetch_sub(n, Ordering::Relaxed);
-        }
-        let ended = *overdraft && self.in_use() <= self.cap;
-        if ended {
-            self.end_overdraft(overdraft);
-        } else if n > 0 {
             self.freed.notify_waiters();
         }
     }
 
-    fn end_overdraft(&self, overdraft: &mut bool) {
-        *overdraft = false;
-        self.overdrawn.store(false, Ordering::Relaxed);
-        self.freed.notify_waiters();
+    fn holders(&self) -> std::sync::MutexGuard<'_, Holders> {
+        // The map stays consistent whatever panicked while it was held.
+        self.holders.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn register(&self) -> (u64, Arc<Holder>) {
+        let holder = Arc::new(Holder {
+            held: AtomicUsize::new(0),
+            since: Instant::now(),
+            shed: AtomicBool::new(false),
+            shed_signal: Notify::new(),
+        });
+        let mut holders = self.holders();
+        holders.next_id += 1;
+        let id = holders.next_id;
+        holders.live.insert(id, holder.clone());
+        (id, holder)
+    }
+
+    fn unregister(&self, id: u64) {
+        self.holders().live.remove(&id);
+    }
+
+    /// Sheds the worst holder if it is worse than a lease holding `held` since `since`
+    /// (`me` is excluded). Returns whether one was shed.
+    fn shed_worse_than(&self, me: Option<u64>, held: usize, since: Instant) -> bool {
+        let holders = self.holders();
+        let worst = holders
+            .live
+            .iter()
+            .filter(|(id, _)| Some(**id) != me)
+            .map(|(_, h)| h)
+            .filter(|h| h.worse_than(held, since))
+            .max_by(|a, b| {
+                let (ha, hb) = (
+                    a.held.load(Ordering::Relaxed),
+                    b.held.load(Ordering::Relaxed),
+                );
+                ha.cmp(&hb).then(b.since.cmp(&a.since))
+            });
+        let Some(worst) = worst else { return false };
+        worst.shed.store(true, Ordering::Relaxed);
+        // notify_one keeps a permit, so a connection that is not waiting right now still
+        // sees it at its next wait.
+        worst.shed_signal.notify_one();
+        true
     }
 }
 
-/// The bytes one connection holds from a [`ReadBudget`]; given back on drop.
+/// Why a lease could not grow: the budget shed it to make room for a smaller holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("shed by the read budget: a smaller holder needed the memory")]
+pub struct Shed;
+
+/// The bytes one connection holds from a [`ReadBudget`] beyond its free allowance; given
+/// back on drop.
 #[derive(Debug)]
 pub struct BudgetLease {
     budget: Arc<ReadBudget>,
     held: usize,
-    /// This lease holds the budget's overdraft.
-    overdraft: bool,
+    /// Present while `held > 0`.
+    entry: Option<(u64, Arc<Holder>)>,
 }
 
 impl BudgetLease {
@@ -151,7 +195,7 @@ impl BudgetLease {
         Self {
             budget,
             held: 0,
-            overdraft: false,
+            entry: None,
         }
     }
 
@@ -159,142 +203,100 @@ impl BudgetLease {
         self.held
     }
 
-    /// Holds at least `n` bytes, waiting for other leases to shrink if needed.
-    pub async fn grow_to(&mut self, n: usize) {
-        if n > self.held {
-            self.budget.take(n - self.held, &mut self.overdraft).await;
-            self.held = n;
+    /// Whether the budget shed this lease (its connection must close).
+    pub fn is_shed(&self) -> bool {
+        self.entry
+            .as_ref()
+            .is_some_and(|(_, h)| h.shed.load(Ordering::Relaxed))
+    }
+
+    /// Resolves when the budget sheds this lease; never while it holds nothing.
+    pub async fn shed(&self) {
+        match &self.entry {
+            Some((_, holder)) => loop {
+                if holder.shed.load(Ordering::Relaxed) {
+                    return;
+                }
+                holder.shed_signal.notified().await;
+            },
+            None => std::future::pending().await,
         }
     }
 
-    /// Holds at least `n` bytes if that fits under the cap now (never waits or overdraws).
+    /// Holds at least `n` bytes; waits while the cap is reached, shedding a worse holder
+    /// after the grace (see the module doc). Fails when this lease is shed meanwhile.
+    pub async fn grow_to(&mut self, n: usize) -> Result<(), Shed> {
+        let since = self
+            .entry
+            .as_ref()
+            .map_or_else(Instant::now, |(_, h)| h.since);
+        let mut shed_at = tokio::time::Instant::now() + self.budget.grace;
+        loop {
+            if self.is_shed() {
+                return Err(Shed);
+            }
+            if self.try_grow_to(n) {
+                return Ok(());
+            }
+            let budget = self.budget.clone();
+            let freed = budget.freed.notified();
+            tokio::pin!(freed);
+            // Register before re-checking, so memory given back in between is not missed.
+            freed.as_mut().enable();
+            if self.try_grow_to(n) {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = freed => {}
+                _ = self.shed() => return Err(Shed),
+                _ = tokio::time::sleep_until(shed_at) => {
+                    let me = self.entry.as_ref().map(|(id, _)| *id);
+                    budget.shed_worse_than(me, self.held, since);
+                    shed_at = tokio::time::Instant::now() + budget.grace;
+                }
+            }
+        }
+    }
+
+    /// Holds at least `n` bytes if that fits under the cap now (never waits nor sheds).
     pub fn try_grow_to(&mut self, n: usize) -> bool {
         if n <= self.held {
             return true;
         }
-        let granted = self.budget.try_take_within_cap(n - self.held);
-        if granted {
-            self.held = n;
+        if !self.budget.try_take(n - self.held) {
+            return false;
         }
-        granted
+        self.set_held(n);
+        true
     }
 
-    /// Holds at most `n` bytes, giving the rest back; gives back the overdraft, if held,
-    /// once the budget is within its cap again.
+    /// Holds at most `n` bytes, giving the rest back.
     pub fn shrink_to(&mut self, n: usize) {
-        let surplus = self.held.saturating_sub(n);
-        self.budget.give(surplus, &mut self.overdraft);
-        self.held -= surplus;
+        if n < self.held {
+            let surplus = self.held - n;
+            self.set_held(n);
+            self.budget.give(surplus);
+        }
+    }
+
+    fn set_held(&mut self, n: usize) {
+        self.held = n;
+        if n == 0 {
+            if let Some((id, _)) = self.entry.take() {
+                self.budget.unregister(id);
+            }
+            return;
+        }
+        let (_, holder) = self.entry.get_or_insert_with(|| self.budget.register());
+        holder.held.store(n, Ordering::Relaxed);
     }
 }
 
 impl Drop for BudgetLease {
     fn drop(&mut self) {
-        self.budget.give(self.held, &mut self.overdraft);
-        if self.overdraft {
-            self.budget.end_overdraft(&mut self.overdraft);
-        }
+        self.shrink_to(0);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[tokio::test]
-    async fn lease_within_cap_is_granted_at_once_and_returned_on_drop() {
-        let budget = ReadBudget::new(1000);
-        let mut a = BudgetLease::new(budget.clone());
-        a.grow_to(600).await;
-        let mut b = BudgetLease::new(budget.clone());
-        b.grow_to(400).await;
-        assert_eq!(budget.in_use(), 1000);
-        drop(a);
-        b.shrink_to(100);
-        assert_eq!(budget.in_use(), 100);
-    }
-
-    #[tokio::test]
-    async fn connection_without_budget_waits_until_another_gives_back() {
-        let budget = ReadBudget::new(1000);
-        let mut big = BudgetLease::new(budget.clone());
-        big.grow_to(900).await;
-        let mut hog = BudgetLease::new(budget.clone());
-        hog.grow_to(200).await; // takes the overdraft
-        let waiter = {
-            let budget = budget.clone();
-            tokio::spawn(async move {
-                let mut lease = BudgetLease::new(budget);
-                lease.grow_to(500).await;
-                lease.held()
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            !waiter.is_finished(),
-            "must wait while the budget is exhausted"
-        );
-        big.shrink_to(200);
-        let held = tokio::time::timeout(Duration::from_secs(5), waiter).await;
-        assert!(matches!(held, Ok(Ok(500))));
-        assert_eq!(budget.in_use(), 200 + 200);
-    }
-
-    #[tokio::test]
-    async fn one_lease_may_overdraw_so_large_messages_cannot_deadlock() {
-        let budget = ReadBudget::new(100);
-        let mut a = BudgetLease::new(budget.clone());
-        a.grow_to(80).await;
-        let mut b = BudgetLease::new(budget.clone());
-        b.grow_to(50).await;
-        assert_eq!(budget.in_use(), 130, "b overdraws the cap");
-        let waiter = {
-            let budget = budget.clone();
-            tokio::spawn(async move {
-                let mut c = BudgetLease::new(budget);
-                c.grow_to(50).await;
-                c.held()
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiter.is_finished(), "only one overdraft at a time");
-        b.grow_to(5000).await;
-        assert_eq!(budget.in_use(), 5080, "the overdraft holder keeps growing");
-        b.shrink_to(30);
-        assert!(b.overdraft, "still over the cap: 110 in use");
-        b.shrink_to(0);
-        let held = tokio::time::timeout(Duration::from_secs(5), waiter).await;
-        assert!(matches!(held, Ok(Ok(50))));
-        assert_eq!(budget.in_use(), 80);
-    }
-
-    #[tokio::test]
-    async fn optional_growth_never_waits_nor_overdraws() {
-        let budget = ReadBudget::new(100);
-        let mut a = BudgetLease::new(budget.clone());
-        assert!(a.try_grow_to(90));
-        let mut b = BudgetLease::new(budget.clone());
-        assert!(!b.try_grow_to(20));
-        assert!(b.try_grow_to(10));
-        assert_eq!(budget.in_use(), 100);
-        assert!(!b.overdraft);
-    }
-
-    #[tokio::test]
-    async fn overdraft_ends_when_others_shrink_below_the_cap() {
-        let budget = ReadBudget::new(100);
-        let mut a = BudgetLease::new(budget.clone());
-        a.grow_to(90).await;
-        let mut b = BudgetLease::new(budget.clone());
-        b.grow_to(30).await;
-        assert!(b.overdraft);
-        a.shrink_to(0);
-        b.shrink_to(30);
-        assert!(
-            !b.overdraft,
-            "within the cap again: the overdraft is free for others"
-        );
-        assert_eq!(budget.in_use(), 30);
-    }
-}
+mod tests;

@@ -69,6 +69,8 @@ pub struct FrameDecoder {
     /// Where the LF search of the current LF frame resumes (avoids rescanning on each read).
     scan: usize,
     state: State,
+    /// Frames ended so far (emitted, empty, or skipped after truncation).
+    completed: u64,
 }
 
 impl Default for FrameDecoder {
@@ -86,6 +88,26 @@ impl FrameDecoder {
             end: 0,
             scan: 0,
             state: State::Frame,
+            completed: 0,
+        }
+    }
+
+    /// How many frames have ended so far; a change tells the caller a new frame began.
+    pub fn completed(&self) -> u64 {
+        self.completed
+    }
+
+    /// Whether a frame has started and not ended (bytes pending, or a header or truncated
+    /// frame whose rest has not arrived).
+    pub fn mid_frame(&self) -> bool {
+        self.pending() > 0 || self.state != State::Frame
+    }
+
+    /// Frees the buffer when nothing is pending (an idle connection holds no buffer).
+    pub fn release(&mut self) {
+        if self.pending() == 0 {
+            self.buf = Vec::new();
+            (self.pos, self.end, self.scan) = (0, 0, 0);
         }
     }
 
@@ -254,6 +276,7 @@ impl FrameDecoder {
     }
 
     fn start_frame(&mut self) {
+        self.completed += 1;
         self.state = State::Frame;
         self.scan = self.pos;
     }
@@ -281,11 +304,13 @@ impl FrameDecoder {
         discarded
     }
 
-    /// Forgets the consumed bytes; spans handed out before are invalid afterwards. Moves the
-    /// unconsumed bytes only when that costs no more than the bytes consumed since (amortised
-    /// O(1) per byte even for a client that sends a huge frame one byte at a time).
+    /// Forgets the consumed bytes, moving the unfinished frame to the front; spans handed out
+    /// before are invalid afterwards. Each byte moves at most twice (once as part of an
+    /// unfinished frame, once more after its octet-count header was consumed): the front
+    /// stays put while its frame grows, so a client sending a huge frame one byte at a time
+    /// costs O(1) per byte.
     pub fn compact(&mut self) {
-        if self.pos > 0 && self.pos >= self.pending() {
+        if self.pos > 0 {
             self.move_to_front();
         }
     }

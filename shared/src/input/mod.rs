@@ -13,6 +13,13 @@
 //!   again after short sleeps (back-pressure reaches the sender through TCP). UDP cannot wait:
 //!   refused datagrams are dropped and counted in [`InputCounters::dropped_full`].
 //! - One connection's problems (slow, hostile, stuck in a handshake, broken) never delay another.
+//! - Whatever the others hold, a connection can always read 16 KiB of new data, so a sender of
+//!   ordinary messages is always served; read-buffer memory is bounded per intake by
+//!   `read_buffer_budget + connections × 16 KiB`, and an idle connection holds no buffer
+//!   (`budget.rs`, `tcp/reader.rs`, docs/hostile-networks.md).
+//! - Senders outside the intake's `allowed_sources`, and connections beyond its limits, are
+//!   refused before a byte is read from them (before a TLS handshake), counted and logged
+//!   rate-limited (`admission.rs`, `sources.rs`).
 //! - A message without a host name is shown under its sender's name from the sender's first
 //!   event: the first frames of a new sender wait (async, bounded by the resolver's wait, 1 s
 //!   by default) for its reverse lookup, then fall back to the IP, counted in
@@ -20,9 +27,11 @@
 //!   sender's datagrams in a bounded waiting room (`udp/waiting_room.rs`) while other senders' go
 //!   on. Known senders never wait (see `resolver.rs`).
 
+mod admission;
 mod budget;
 mod framing;
 mod resolver;
+mod sources;
 mod tcp;
 #[cfg(test)]
 mod testing;
@@ -33,12 +42,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use budget::{BudgetLease, ReadBudget, DEFAULT_READ_BUDGET};
+pub use budget::{BudgetLease, ReadBudget, Shed, DEFAULT_READ_BUDGET, FREE_PER_CONNECTION};
 pub use framing::{FrameDecoder, FrameSpan, BUFFER_LIMIT};
 pub use resolver::{FirstLookup, Lookup, Resolver, SenderHost, WaitedHost, DEFAULT_WAIT};
-pub use tcp::{serve_tcp, serve_tcp_with_budget};
-pub use tls::{load_server_tls, serve_tls, serve_tls_with_budget, TlsIntake};
-pub use udp::serve_udp;
+pub use sources::{Cidr, CidrError, SourceFilter};
+pub use tcp::{serve_tcp, serve_tcp_with, ListenerOptions};
+pub use tls::{load_server_tls, serve_tls, serve_tls_with, TlsIntake};
+pub use udp::{serve_udp, serve_udp_from};
 
 /// Largest message in bytes (the reference's `250k`); longer ones are truncated to this size.
 /// The `syslog` module keeps its own copy of the same value.
@@ -100,6 +110,20 @@ pub struct InputCounters {
     /// UDP senders whose datagrams, held while their name was looked up, overflowed the
     /// waiting room and went out at once under the IP (nothing is dropped).
     pub resolve_wait_overflows: AtomicU64,
+    // Hostile networks (docs/hostile-networks.md): refusals at accept, before any byte is
+    // read, and connections closed by a limit, their unfinished frame discarded.
+    /// Connections and UDP datagrams from outside `allowed_sources`.
+    pub refused_source: AtomicU64,
+    /// Connections refused because the intake had `max_connections` open.
+    pub refused_intake_full: AtomicU64,
+    /// Connections refused because their address had `max_connections_per_source` open.
+    pub refused_source_full: AtomicU64,
+    /// Connections closed because a frame was not finished within `partial_frame_timeout`.
+    pub partial_frame_timeouts: AtomicU64,
+    /// Connections closed after `idle_timeout` without a byte.
+    pub idle_timeouts: AtomicU64,
+    /// Connections shed by the fair read budget (the largest holders, when memory ran out).
+    pub shed_budget: AtomicU64,
 }
 
 /// A point-in-time copy of [`InputCounters`].
@@ -120,6 +144,12 @@ pub struct InputCountersSnapshot {
     pub bytes_received: u64,
     pub resolve_timeouts: u64,
     pub resolve_wait_overflows: u64,
+    pub refused_source: u64,
+    pub refused_intake_full: u64,
+    pub refused_source_full: u64,
+    pub partial_frame_timeouts: u64,
+    pub idle_timeouts: u64,
+    pub shed_budget: u64,
 }
 
 impl InputCounters {
@@ -145,6 +175,12 @@ impl InputCounters {
             bytes_received: get(&self.bytes_received),
             resolve_timeouts: get(&self.resolve_timeouts),
             resolve_wait_overflows: get(&self.resolve_wait_overflows),
+            refused_source: get(&self.refused_source),
+            refused_intake_full: get(&self.refused_intake_full),
+            refused_source_full: get(&self.refused_source_full),
+            partial_frame_timeouts: get(&self.partial_frame_timeouts),
+            idle_timeouts: get(&self.idle_timeouts),
+            shed_budget: get(&self.shed_budget),
         }
     }
 

@@ -42,8 +42,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::budget::{ReadBudget, DEFAULT_READ_BUDGET};
-use super::tcp::{accept_loop, Listener};
+use super::tcp::{accept_loop, Listener, ListenerOptions};
 use super::{shutdown_requested, InputCounters, InputError, MessageSink, Resolver};
 use crate::config::{ClientAuth, TlsFiles, TlsHandshake};
 use hello::{FirstRecord, Hello};
@@ -90,28 +89,23 @@ pub async fn serve_tls(
     c: Arc<InputCounters>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), InputError> {
-    let budget = ReadBudget::new(DEFAULT_READ_BUDGET);
-    serve_tls_with_budget(l, tls, sink, names, c, shutdown, budget).await
+    let options = ListenerOptions::default();
+    serve_tls_with(l, tls, sink, names, c, shutdown, options).await
 }
 
-/// [`serve_tls`] with an explicit read-buffer budget.
-pub async fn serve_tls_with_budget(
+/// [`serve_tls`] with the intake's limits.
+pub async fn serve_tls_with(
     l: std::net::TcpListener,
     tls: TlsIntake,
     sink: Arc<dyn MessageSink>,
     names: Arc<Resolver>,
     c: Arc<InputCounters>,
     shutdown: watch::Receiver<bool>,
-    budget: Arc<ReadBudget>,
+    options: ListenerOptions,
 ) -> Result<(), InputError> {
-    let listener = Listener {
-        sink,
-        names,
-        counters: c,
-        budget,
-    };
+    let listener = Listener::new(sink, names, c, options);
     let handshakes = Handshakes::new(tls);
-    accept_loop(l, Some(Arc::new(handshakes)), Arc::new(listener), shutdown).await
+    accept_loop(l, Some(Arc::new(handshakes)), listener, shutdown).await
 }
 
 /// What every handshake of one tls intake shares.

@@ -21,6 +21,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::sources::SourceGate;
+use super::SourceFilter;
 use super::MAX_MESSAGE;
 use super::{shutdown_requested, Frame, InputCounters, InputError, MessageSink, Resolver};
 use waiting_room::{Outlet, RoomLimits, Route, WaitingRoom};
@@ -45,18 +47,46 @@ pub async fn serve_udp(
     c: Arc<InputCounters>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), InputError> {
-    serve_udp_with_room(s, sink, names, c, shutdown, RoomLimits::default()).await
+    serve_udp_from(s, sink, names, c, shutdown, SourceFilter::default()).await
+}
+
+/// [`serve_udp`] that drops (and counts) datagrams from outside `sources`.
+pub async fn serve_udp_from(
+    s: std::net::UdpSocket,
+    sink: Arc<dyn MessageSink>,
+    names: Arc<Resolver>,
+    c: Arc<InputCounters>,
+    shutdown: watch::Receiver<bool>,
+    sources: SourceFilter,
+) -> Result<(), InputError> {
+    let limits = RoomLimits::default();
+    serve_udp_filtered(s, sink, names, c, shutdown, limits, sources).await
 }
 
 /// [`serve_udp`] with explicit waiting-room limits.
+#[cfg(test)]
 pub(crate) async fn serve_udp_with_room(
+    s: std::net::UdpSocket,
+    sink: Arc<dyn MessageSink>,
+    names: Arc<Resolver>,
+    c: Arc<InputCounters>,
+    shutdown: watch::Receiver<bool>,
+    limits: RoomLimits,
+) -> Result<(), InputError> {
+    let sources = SourceFilter::default();
+    serve_udp_filtered(s, sink, names, c, shutdown, limits, sources).await
+}
+
+async fn serve_udp_filtered(
     s: std::net::UdpSocket,
     sink: Arc<dyn MessageSink>,
     names: Arc<Resolver>,
     c: Arc<InputCounters>,
     mut shutdown: watch::Receiver<bool>,
     limits: RoomLimits,
+    sources: SourceFilter,
 ) -> Result<(), InputError> {
+    let gate = SourceGate::new(sources, c.clone());
     let adopt = |source| InputError::AdoptSocket {
         kind: "UDP",
         source,
@@ -87,6 +117,7 @@ pub(crate) async fn serve_udp_with_room(
             ready = socket.readable() => ready.map_err(InputError::Receive)?,
         }
         receive_batch(&socket, &mut arena, &mut control, &mut received, &c);
+        gate.keep_allowed(&mut received);
         deliver_batch(&arena, &received, &out, &mut room);
     }
 }

@@ -4,6 +4,7 @@
 
 mod entries;
 mod files;
+mod limits;
 
 use std::path::PathBuf;
 

@@ -1,8 +1,11 @@
 //! TCP listener behaviours on 127.0.0.1:0 with a recording sink.
 
 use super::*;
+use crate::config::IntakeLimits;
+use crate::input::budget::{ReadBudget, DEFAULT_READ_BUDGET, FREE_PER_CONNECTION};
 use crate::input::testing::{wait_for, GatedLookup, RecordingSink};
-use crate::input::MAX_MESSAGE;
+use crate::input::{Resolver, MAX_MESSAGE};
+use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -27,17 +30,36 @@ impl Server {
         budget: Arc<ReadBudget>,
         names: Arc<Resolver>,
     ) -> Self {
+        let options = ListenerOptions::default().with_budget(budget);
+        Self::start_with(sink, options, names).await
+    }
+
+    async fn limited(limits: IntakeLimits) -> Self {
+        let options = ListenerOptions::new(limits);
+        Self::start_with(
+            RecordingSink::new(),
+            options,
+            Arc::new(Resolver::new(false)),
+        )
+        .await
+    }
+
+    async fn start_with(
+        sink: Arc<RecordingSink>,
+        options: ListenerOptions,
+        names: Arc<Resolver>,
+    ) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let counters = Arc::new(InputCounters::new());
         let (stop, shutdown) = watch::channel(false);
-        let serve = serve_tcp_with_budget(
+        let serve = serve_tcp_with(
             listener,
             sink.clone(),
             names,
             counters.clone(),
             shutdown,
-            budget,
+            options,
         );
         Self {
             addr,
@@ -250,7 +272,8 @@ async fn shutdown_delivers_the_partial_line_and_returns() {
 
 #[tokio::test]
 async fn large_messages_share_a_small_budget_and_all_arrive() {
-    let budget = ReadBudget::new(100 << 10);
+    // 4 x 184 KiB of leases do not fit in 512 KiB at once: some wait, none is shed.
+    let budget = ReadBudget::new(512 << 10);
     let server = Server::start(RecordingSink::new(), budget.clone()).await;
     let mut clients = Vec::new();
     for n in 0..4u8 {
@@ -282,6 +305,7 @@ async fn large_messages_share_a_small_budget_and_all_arrive() {
         .iter()
         .all(|m| m.bytes.len() == 200_000));
     assert_eq!(counters.snapshot().connections_total, 4);
+    assert_eq!(counters.snapshot().shed_budget, 0);
     server.shut_down().await;
 }
 
@@ -306,7 +330,7 @@ async fn idle_connections_hold_no_budget() {
     assert_eq!(
         budget.in_use(),
         0,
-        "small reads use only the free base window"
+        "small reads use only the free allowance"
     );
     server.shut_down().await;
     drop(clients);
@@ -314,13 +338,11 @@ async fn idle_connections_hold_no_budget() {
 
 #[test]
 fn read_window_grows_while_reads_fill_it_and_shrinks_when_idle() {
-    assert_eq!(
-        next_window(BASE_WINDOW, BASE_WINDOW, BASE_WINDOW),
-        2 * BASE_WINDOW
-    );
+    let base = FREE_PER_CONNECTION;
+    assert_eq!(next_window(base, base, base), 2 * base);
     assert_eq!(next_window(MAX_WINDOW, MAX_WINDOW, MAX_WINDOW), MAX_WINDOW);
     assert_eq!(next_window(MAX_WINDOW, 10, MAX_WINDOW), MAX_WINDOW / 2);
-    assert_eq!(next_window(BASE_WINDOW, 10, BASE_WINDOW), BASE_WINDOW);
+    assert_eq!(next_window(base, 10, base), base);
 }
 
 /// A connection from `local` (any 127.0.0.0/8 address works on loopback).
@@ -393,4 +415,25 @@ async fn new_sender_whose_lookup_outlasts_the_wait_goes_out_under_its_ip_counted
     gate.open();
     drop(slow);
     server.shut_down().await;
+}
+
+mod limits;
+
+#[tokio::test]
+async fn an_idle_connection_task_is_small() {
+    // The per-connection state of docs/hostile-networks.md: the read loop's future (the
+    // task adds tokio's header, the admission and the open-connection guard).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _client = std::net::TcpStream::connect(addr).unwrap();
+    let (server, peer) = listener.accept().unwrap();
+    server.set_nonblocking(true).unwrap();
+    let stream = tokio::net::TcpStream::from_std(server).unwrap();
+    let names = Arc::new(Resolver::new(false));
+    let counters = Arc::new(InputCounters::new());
+    let shared = Listener::new(RecordingSink::new(), names, counters, Default::default());
+    let (_stop, shutdown) = watch::channel(false);
+    let task = read_frames(stream, peer, &shared, shutdown);
+    let size = std::mem::size_of_val(&task);
+    assert!(size <= 1024, "the read loop's future takes {size} bytes");
 }

@@ -88,6 +88,20 @@ fn misspelt_field_is_a_warning_with_a_suggestion() {
 }
 
 #[test]
+fn check_changes_nothing_on_disk_not_even_a_missing_spool() {
+    let port = free_tcp_port();
+    let yaml = format!("intakes:\n- name: Good\n  protocol: tcp\n  port: {port}\n  intake_key: GoodKey0123456789\n");
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("not-yet").join("spool");
+    let (code, _out, err, _d) = run(&["check", "--spool-dir", spool.to_str().unwrap()], &yaml);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !dir.path().join("not-yet").exists(),
+        "check created the spool's folder"
+    );
+}
+
+#[test]
 fn unwritable_spool_directory_is_a_listed_problem() {
     let port = free_tcp_port();
     let yaml = format!("intakes:\n- name: Good\n  protocol: tcp\n  port: {port}\n  intake_key: GoodKey0123456789\n");

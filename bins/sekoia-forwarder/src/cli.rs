@@ -151,10 +151,10 @@ pub fn load_config(
 fn environment_problems(cfg: &ForwarderConfig, run_as: Option<&RunAs>) -> Vec<config::Problem> {
     let mut problems = Vec::new();
     let spool = &cfg.settings.spool_dir;
-    if let Err(e) = probe_writable(spool) {
+    if let Err(e) = spool_usable(spool) {
         problems.push(config::Problem::setting(
             "--spool-dir / SPOOL_DIR",
-            format!("{} is not a writable directory: {e}", spool.display()),
+            format!("{} cannot be used: {e}", spool.display()),
             "create it and give the forwarder's user write access, or point SPOOL_DIR elsewhere",
         ));
     }
@@ -261,12 +261,24 @@ fn warn_if_disk_space_exceeds_fs(spool: &std::path::Path, disk_space: u64) {
     }
 }
 
-/// Creates the directory if needed and writes, syncs and removes a probe file in it.
-fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let probe = dir.join(".sekoia-forwarder-probe");
-    let file = std::fs::File::create(&probe)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::remove_file(&probe)
+/// Whether `dir` can be the spool, without changing anything on disk (`check` must not): an
+/// existing folder must be writable and searchable; a missing one needs its nearest existing
+/// parent to be, since the forwarder creates it at start.
+fn spool_usable(dir: &std::path::Path) -> Result<(), String> {
+    use nix::unistd::{access, AccessFlags};
+    let mut at = dir;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(meta) if meta.is_dir() => {
+                return access(at, AccessFlags::W_OK | AccessFlags::X_OK)
+                    .map_err(|e| format!("{} is not writable: {e}", at.display()));
+            }
+            Ok(_) => return Err(format!("{} is not a directory", at.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match at.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+                _ => return Err(format!("no existing folder above {}", dir.display())),
+            },
+            Err(e) => return Err(format!("{}: {e}", at.display())),
+        }
+    }
 }

@@ -141,15 +141,14 @@ impl RunAs {
     /// user does not own (the folder itself may still be root's: start-up gives it).
     pub fn spool_problems(&self, spool: &Path) -> Vec<Problem> {
         let mut problems = Vec::new();
-        // The folder, or the nearest parent that exists (start-up creates the rest): found
-        // as we are, then looked up as the user, which needs search permission on the way.
-        let existing = spool
-            .ancestors()
-            .find(|p| p.exists())
-            .unwrap_or(Path::new("/"));
-        let reach = self.as_user(|| {
-            std::fs::metadata(existing).with_context(|| format!("{}", existing.display()))?;
-            Ok(())
+        // Looked up as the user: "not found" means every existing folder on the way was
+        // searchable (start-up creates the rest and gives it to the user); "permission
+        // denied" means one was not. Nothing is created (`check` changes nothing on disk).
+        let reach = self.as_user(|| match std::fs::metadata(spool) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(anyhow::Error::from(e)).with_context(|| format!("{}", spool.display()))
+            }
+            _ => Ok(()),
         });
         if let Err(e) = reach {
             problems.push(Problem::setting(

@@ -206,38 +206,117 @@ fn worker_exits(log: &str) -> usize {
     log.matches("worker exited").count()
 }
 
+/// One scenario: an 8 MiB tmpfs spool, certificates, ports, and the forwarder with its
+/// destination down (the sink starts with [`Setup::destination_up`]).
+struct Setup {
+    fs: Tmpfs,
+    certs: TestCerts,
+    port: u16,
+    sink_port: u16,
+    fwd: Forwarder,
+}
+
+impl Setup {
+    fn start() -> Self {
+        let fs = Tmpfs::mount("8m");
+        let certs = TestCerts::new(&["127.0.0.1"]);
+        let (port, sink_port) = (free_tcp_port(), free_tcp_port());
+        let fwd = start_forwarder(fs.path(), port, sink_port, &certs);
+        Self {
+            fs,
+            certs,
+            port,
+            sink_port,
+            fwd,
+        }
+    }
+
+    /// Waits until the log holds `needle`; fails saying `what` did not happen.
+    fn wait_log(&self, needle: &str, limit: Duration, what: &str) {
+        let seen = wait_until(limit, || self.fwd.stderr().contains(needle));
+        assert!(seen, "{what}:\n{}", tail(&self.fwd.stderr()));
+    }
+
+    /// Waits until the intake's journal segments hold more than `bytes`.
+    fn wait_journal(&self, bytes: u64, limit: Duration) {
+        let took = wait_until(limit, || journal_bytes(self.fs.path(), self.port) > bytes);
+        assert!(
+            took,
+            "the journal never took {bytes} bytes:\n{}",
+            tail(&self.fwd.stderr())
+        );
+    }
+
+    fn destination_up(&self) -> TlsSink {
+        TlsSink::start_on(&self.certs, self.sink_port)
+    }
+}
+
+/// The end every scenario must reach: the sender finished, each of its `total` events
+/// arrived, and no worker restarted. Returns the counts and the log.
+fn assert_all_delivered(
+    fwd: &Forwarder,
+    sink: &TlsSink,
+    sender: &Sender,
+    total: u64,
+) -> (BTreeMap<u64, u32>, String) {
+    let finished = wait_until(Duration::from_secs(120), || sender.done());
+    let counts = wait_all(sink, total, Duration::from_secs(120));
+    let log = fwd.stderr();
+    if std::env::var_os("FULL_DISK_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    assert!(
+        finished,
+        "the sender never resumed: {} of {total} written\n{}",
+        sender.written(),
+        tail(&log)
+    );
+    let missing: Vec<u64> = (0..total)
+        .filter(|n| !counts.contains_key(n))
+        .take(20)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing events: {missing:?}\n{}",
+        tail(&log)
+    );
+    assert_eq!(worker_exits(&log), 0, "a worker restarted:\n{}", tail(&log));
+    (counts, log)
+}
+
+/// A repeating condition is summarised, not logged at every occurrence.
+fn assert_few_warnings(log: &str) {
+    let n = warning_lines(log);
+    assert!(n < 60, "{n} warning lines:\n{}", tail(log));
+}
+
 #[test]
 fn a_full_spool_holds_the_sender_back_and_everything_it_wrote_is_delivered() {
     let total: u64 = 60_000;
-    let fs = Tmpfs::mount("8m");
-    let certs = TestCerts::new(&["127.0.0.1"]);
-    let (port, sink_port) = (free_tcp_port(), free_tcp_port());
-    let mut fwd = start_forwarder(fs.path(), port, sink_port, &certs);
+    let mut s = Setup::start();
     assert!(
-        fwd.stderr()
+        s.fwd
+            .stderr()
             .contains("DISK_SPACE is more than the spool's file system can hold"),
         "the budget in force is said at start:\n{}",
-        tail(&fwd.stderr())
+        tail(&s.fwd.stderr())
     );
 
     // Destination down: 18 MB offered to an 8 MiB spool. The sender must be held back.
-    let sender = Sender::start(port, total);
-    let held = wait_until(Duration::from_secs(60), || {
-        fwd.stderr().contains("journal cannot take events")
-    });
-    assert!(
-        held,
-        "the sender was never held back:\n{}",
-        tail(&fwd.stderr())
+    let sender = Sender::start(s.port, total);
+    let minute = Duration::from_secs(60);
+    s.wait_log(
+        "journal cannot take events",
+        minute,
+        "the sender was never held back",
     );
     // Held back for a while: one summary line after 10 s, not a line per attempt.
-    let summarised = wait_until(Duration::from_secs(30), || {
-        fwd.stderr().contains("journal still cannot take events")
-    });
-    assert!(
-        summarised,
-        "no summary of the hold-back:\n{}",
-        tail(&fwd.stderr())
+    let half = Duration::from_secs(30);
+    s.wait_log(
+        "journal still cannot take events",
+        half,
+        "no summary of the hold-back",
     );
     assert!(
         !sender.done(),
@@ -247,45 +326,18 @@ fn a_full_spool_holds_the_sender_back_and_everything_it_wrote_is_delivered() {
 
     // Destination back: everything the sender wrote is delivered, and it resumes.
     let back = Instant::now();
-    let sink = TlsSink::start_on(&certs, sink_port);
-    let finished = wait_until(Duration::from_secs(120), || sender.done());
-    let counts = wait_all(&sink, total, Duration::from_secs(120));
-    let drained = back.elapsed();
-    let log = fwd.stderr();
+    let sink = s.destination_up();
+    let (counts, log) = assert_all_delivered(&s.fwd, &sink, &sender, total);
     eprintln!(
-        "held back at {before} of {total} written; delivered {} distinct ({} duplicates) in {drained:?} after the destination came back; {} warning lines",
+        "held back at {before} of {total} written; delivered {} distinct ({} duplicates) in {:?} after the destination came back; {} warning lines",
         counts.len(),
         duplicates(&counts),
+        back.elapsed(),
         warning_lines(&log)
     );
-    assert!(
-        finished,
-        "the sender never resumed: {} of {total} written\n{}",
-        sender.written(),
-        tail(&log)
-    );
-    assert_eq!(
-        counts.len() as u64,
-        total,
-        "missing events: {:?}\n{}",
-        (0..total)
-            .filter(|n| !counts.contains_key(n))
-            .take(20)
-            .collect::<Vec<_>>(),
-        tail(&log)
-    );
-    assert_eq!(worker_exits(&log), 0, "a worker restarted:\n{}", tail(&log));
-    assert!(
-        warning_lines(&log) < 60,
-        "{} warning lines:\n{}",
-        warning_lines(&log),
-        tail(&log)
-    );
-    if std::env::var_os("FULL_DISK_LOG").is_some() {
-        eprintln!("{log}");
-    }
-    let status = fwd.terminate(Duration::from_secs(30));
-    assert!(status.success(), "{}", tail(&fwd.stderr()));
+    assert_few_warnings(&log);
+    let status = s.fwd.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{}", tail(&s.fwd.stderr()));
 }
 
 /// Bytes of segment files in the intake's journal.
@@ -305,117 +357,60 @@ fn journal_bytes(spool: &Path, port: u16) -> u64 {
 #[test]
 fn a_disk_filled_by_someone_else_keeps_delivering_and_makes_room_as_it_delivers() {
     let total: u64 = 30_000;
-    let fs = Tmpfs::mount("8m");
-    let certs = TestCerts::new(&["127.0.0.1"]);
-    let (port, sink_port) = (free_tcp_port(), free_tcp_port());
-    let mut fwd = start_forwarder(fs.path(), port, sink_port, &certs);
-    let sender = Sender::start(port, total);
-    assert!(
-        wait_until(Duration::from_secs(60), || journal_bytes(fs.path(), port)
-            > 2 << 20),
-        "the journal never took 2 MiB:\n{}",
-        tail(&fwd.stderr())
-    );
+    let mut s = Setup::start();
+    let sender = Sender::start(s.port, total);
+    s.wait_journal(2 << 20, Duration::from_secs(60));
     // Someone else takes every free byte, and keeps it until the end of the test: only
     // what the forwarder delivers and deletes makes room, and its checkpoint must be
     // written without a new block.
-    let filler = fs.fill();
-    assert!(
-        wait_until(Duration::from_secs(60), || fwd
-            .stderr()
-            .contains("journal cannot take events")),
-        "the sender was never held back:\n{}",
-        tail(&fwd.stderr())
+    let filler = s.fs.fill();
+    let minute = Duration::from_secs(60);
+    s.wait_log(
+        "journal cannot take events",
+        minute,
+        "the sender was never held back",
     );
-    let sink = TlsSink::start_on(&certs, sink_port);
-    let finished = wait_until(Duration::from_secs(120), || sender.done());
-    let counts = wait_all(&sink, total, Duration::from_secs(120));
-    let log = fwd.stderr();
+    let sink = s.destination_up();
+    let (counts, log) = assert_all_delivered(&s.fwd, &sink, &sender, total);
     eprintln!(
         "filler {filler} bytes; delivered {} distinct ({} duplicates); {} warning lines",
         counts.len(),
         duplicates(&counts),
         warning_lines(&log)
     );
-    assert!(
-        finished,
-        "the sender never resumed: {} of {total} written\n{}",
-        sender.written(),
-        tail(&log)
-    );
-    assert_eq!(counts.len() as u64, total, "events lost\n{}", tail(&log));
-    if std::env::var_os("FULL_DISK_LOG").is_some() {
-        eprintln!("{log}");
-    }
-    assert!(fs.path().join("filler").exists());
-    assert_eq!(worker_exits(&log), 0, "a worker restarted:\n{}", tail(&log));
-    assert!(
-        warning_lines(&log) < 60,
-        "{} warning lines:\n{}",
-        warning_lines(&log),
-        tail(&log)
-    );
-    assert!(fwd.terminate(Duration::from_secs(30)).success());
+    assert!(s.fs.path().join("filler").exists());
+    assert_few_warnings(&log);
+    assert!(s.fwd.terminate(Duration::from_secs(30)).success());
 }
 
 #[test]
 fn a_spool_that_turns_read_only_then_writable_again_loses_nothing() {
     let total: u64 = 20_000;
-    let fs = Tmpfs::mount("8m");
-    let certs = TestCerts::new(&["127.0.0.1"]);
-    let (port, sink_port) = (free_tcp_port(), free_tcp_port());
-    let mut fwd = start_forwarder(fs.path(), port, sink_port, &certs);
-    let sender = Sender::start(port, total);
-    assert!(
-        wait_until(Duration::from_secs(60), || journal_bytes(fs.path(), port)
-            > 1 << 20),
-        "the journal never took 1 MiB:\n{}",
-        tail(&fwd.stderr())
-    );
-    fs.make_read_only();
-    assert!(
-        wait_until(Duration::from_secs(60), || fwd
-            .stderr()
-            .contains("Read-only file system")),
-        "the forwarder never met the read-only spool:\n{}",
-        tail(&fwd.stderr())
-    );
+    let mut s = Setup::start();
+    let sender = Sender::start(s.port, total);
+    s.wait_journal(1 << 20, Duration::from_secs(60));
+    s.fs.make_read_only();
+    let minute = Duration::from_secs(60);
+    let what = "the forwarder never met the read-only spool";
+    s.wait_log("Read-only file system", minute, what);
     // Reading and sending go on from a read-only spool.
-    let sink = TlsSink::start_on(&certs, sink_port);
+    let sink = s.destination_up();
     assert!(
-        wait_until(Duration::from_secs(60), || sink.count() >= 6_000),
+        wait_until(minute, || sink.count() >= 6_000),
         "delivery stopped while the spool was read-only: {} delivered\n{}",
         sink.count(),
-        tail(&fwd.stderr())
+        tail(&s.fwd.stderr())
     );
-    fs.make_writable();
-    let finished = wait_until(Duration::from_secs(120), || sender.done());
-    let counts = wait_all(&sink, total, Duration::from_secs(120));
-    let log = fwd.stderr();
+    s.fs.make_writable();
+    let (counts, log) = assert_all_delivered(&s.fwd, &sink, &sender, total);
     eprintln!(
         "read-only spool: delivered {} distinct ({} duplicates); {} warning lines",
         counts.len(),
         duplicates(&counts),
         warning_lines(&log)
     );
-    if std::env::var_os("FULL_DISK_LOG").is_some() {
-        eprintln!("{log}");
-    }
-    assert!(
-        finished,
-        "the sender never resumed: {} of {total} written\n{}",
-        sender.written(),
-        tail(&log)
-    );
-    assert_eq!(counts.len() as u64, total, "events lost\n{}", tail(&log));
-    assert_eq!(worker_exits(&log), 0, "a worker restarted:\n{}", tail(&log));
-    assert!(
-        warning_lines(&log) < 60,
-        "{} warning lines:\n{}",
-        warning_lines(&log),
-        tail(&log)
-    );
-    assert!(fwd.terminate(Duration::from_secs(30)).success());
+    assert_few_warnings(&log);
+    assert!(s.fwd.terminate(Duration::from_secs(30)).success());
 }
 
 #[test]
@@ -509,42 +504,28 @@ fn check_warns_when_disk_space_exceeds_what_the_spool_can_hold() {
 
 #[test]
 fn a_delivered_active_segment_is_deleted_to_make_room_on_a_full_disk() {
-    let fs = Tmpfs::mount("8m");
-    let certs = TestCerts::new(&["127.0.0.1"]);
-    let (port, sink_port) = (free_tcp_port(), free_tcp_port());
-    let mut fwd = start_forwarder(fs.path(), port, sink_port, &certs);
+    let mut s = Setup::start();
     // 3,000 events in memory, about 1,500 (less than one segment) in the journal.
-    let first = Sender::start(port, 4_500);
+    let first = Sender::start(s.port, 4_500);
     assert!(wait_until(Duration::from_secs(30), || first.done()));
-    assert!(
-        wait_until(Duration::from_secs(30), || journal_bytes(fs.path(), port)
-            > 1_400 * 300),
-        "the journal took the overflow:\n{}",
-        tail(&fwd.stderr())
-    );
+    s.wait_journal(1_400 * 300, Duration::from_secs(30));
     // Someone else takes every free byte: the active segment cannot grow, and it is the
     // only segment there is.
-    fs.fill();
+    s.fs.fill();
     let total = 12_000;
-    let second = Sender::start_at(port, 4_500, total);
-    assert!(
-        wait_until(Duration::from_secs(60), || fwd
-            .stderr()
-            .contains("journal cannot take events")),
-        "the sender was never held back:\n{}",
-        tail(&fwd.stderr())
+    let second = Sender::start_at(s.port, 4_500, total);
+    let minute = Duration::from_secs(60);
+    s.wait_log(
+        "journal cannot take events",
+        minute,
+        "the sender was never held back",
     );
-    let sink = TlsSink::start_on(&certs, sink_port);
-    let finished = wait_until(Duration::from_secs(120), || second.done());
-    let counts = wait_all(&sink, total, Duration::from_secs(120));
-    let log = fwd.stderr();
-    assert!(finished, "the sender never resumed\n{}", tail(&log));
-    assert_eq!(counts.len() as u64, total, "events lost\n{}", tail(&log));
+    let sink = s.destination_up();
+    let (_, log) = assert_all_delivered(&s.fwd, &sink, &second, total);
     assert!(
         log.contains("deleted the delivered active segment to make room"),
         "{}",
         tail(&log)
     );
-    assert_eq!(worker_exits(&log), 0, "a worker restarted:\n{}", tail(&log));
-    assert!(fwd.terminate(Duration::from_secs(30)).success());
+    assert!(s.fwd.terminate(Duration::from_secs(30)).success());
 }

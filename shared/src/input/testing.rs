@@ -156,3 +156,33 @@ impl GatedLookup {
         self.answered.load(Ordering::SeqCst)
     }
 }
+
+/// The end of the "a new sender is named, a known sender goes on" scenario the TCP and TLS
+/// tests share, once the known sender has sent `known`: its message is delivered while the
+/// slow lookup is still held; once the gate opens, the slow sender's first message (`slow
+/// first`) carries its name, and no wait timed out.
+pub(crate) async fn assert_known_first_then_named(
+    sink: &RecordingSink,
+    gate: &GatedLookup,
+    counters: &super::InputCounters,
+    patience: Duration,
+) {
+    sink.wait_until(patience, "the known sender's message", |s| s.count() == 1)
+        .await;
+    assert_eq!(sink.texts(), ["known"]);
+    assert!(
+        !gate.answered(),
+        "delivered before the slow lookup answered"
+    );
+    gate.open();
+    sink.wait_until(patience, "the slow sender's message", |s| s.count() == 2)
+        .await;
+    let messages = sink.messages.lock().unwrap().clone();
+    assert_eq!(messages[0].host, "fast.example");
+    assert_eq!(messages[1].bytes, b"slow first");
+    assert_eq!(
+        messages[1].host, "slow.example",
+        "the first event has the name"
+    );
+    assert_eq!(counters.snapshot().resolve_timeouts, 0);
+}

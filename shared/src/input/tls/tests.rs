@@ -5,7 +5,7 @@
 //! reference's documentation tells users to; PKCS#8 keys come from rcgen.
 
 use super::*;
-use crate::input::testing::{wait_for, GatedLookup, RecordingSink};
+use crate::input::testing::{assert_known_first_then_named, wait_for, GatedLookup, RecordingSink};
 use rustls::pki_types::CertificateDer;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -334,25 +334,7 @@ async fn first_frames_of_a_new_sender_carry_its_name_while_a_known_sender_goes_o
     })
     .await;
     server.send(&client, b"known\n").await;
-    let sink = &server.sink;
-    sink.wait_until(PATIENCE, "the known sender's message", |s| s.count() == 1)
-        .await;
-    assert_eq!(sink.texts(), ["known"]);
-    assert!(
-        !gate.answered(),
-        "delivered before the slow lookup answered"
-    );
-    gate.open();
-    sink.wait_until(PATIENCE, "the slow sender's message", |s| s.count() == 2)
-        .await;
-    let messages = sink.messages.lock().unwrap().clone();
-    assert_eq!(messages[0].host, "fast.example");
-    assert_eq!(messages[1].bytes, b"slow first");
-    assert_eq!(
-        messages[1].host, "slow.example",
-        "the first event has the name"
-    );
-    assert_eq!(counters.snapshot().resolve_timeouts, 0);
+    assert_known_first_then_named(&server.sink, &gate, &counters, PATIENCE).await;
     drop(slow);
     server.shut_down().await;
 }

@@ -237,6 +237,16 @@ impl Setup {
         assert!(seen, "{what}:\n{}", tail(&self.fwd.stderr()));
     }
 
+    /// Waits until the full disk holds the sender back (the journal says so).
+    fn wait_held_back(&self) {
+        let minute = Duration::from_secs(60);
+        self.wait_log(
+            "journal cannot take events",
+            minute,
+            "the sender was never held back",
+        );
+    }
+
     /// Waits until the intake's journal segments hold more than `bytes`.
     fn wait_journal(&self, bytes: u64, limit: Duration) {
         let took = wait_until(limit, || journal_bytes(self.fs.path(), self.port) > bytes);
@@ -305,12 +315,7 @@ fn a_full_spool_holds_the_sender_back_and_everything_it_wrote_is_delivered() {
 
     // Destination down: 18 MB offered to an 8 MiB spool. The sender must be held back.
     let sender = Sender::start(s.port, total);
-    let minute = Duration::from_secs(60);
-    s.wait_log(
-        "journal cannot take events",
-        minute,
-        "the sender was never held back",
-    );
+    s.wait_held_back();
     // Held back for a while: one summary line after 10 s, not a line per attempt.
     let half = Duration::from_secs(30);
     s.wait_log(
@@ -364,12 +369,7 @@ fn a_disk_filled_by_someone_else_keeps_delivering_and_makes_room_as_it_delivers(
     // what the forwarder delivers and deletes makes room, and its checkpoint must be
     // written without a new block.
     let filler = s.fs.fill();
-    let minute = Duration::from_secs(60);
-    s.wait_log(
-        "journal cannot take events",
-        minute,
-        "the sender was never held back",
-    );
+    s.wait_held_back();
     let sink = s.destination_up();
     let (counts, log) = assert_all_delivered(&s.fwd, &sink, &sender, total);
     eprintln!(
@@ -514,12 +514,7 @@ fn a_delivered_active_segment_is_deleted_to_make_room_on_a_full_disk() {
     s.fs.fill();
     let total = 12_000;
     let second = Sender::start_at(s.port, 4_500, total);
-    let minute = Duration::from_secs(60);
-    s.wait_log(
-        "journal cannot take events",
-        minute,
-        "the sender was never held back",
-    );
+    s.wait_held_back();
     let sink = s.destination_up();
     let (_, log) = assert_all_delivered(&s.fwd, &sink, &second, total);
     assert!(

@@ -964,6 +964,21 @@ fn quarantined(f: &Fixture) -> Vec<String> {
     names
 }
 
+/// Of 100 records, everything but the second segment's is read, that segment counts as one
+/// corruption, and it is moved to quarantine.
+fn assert_only_second_segment_lost_and_moved_aside(
+    f: &Fixture,
+    r: &mut JournalReader,
+    second: u64,
+) {
+    let (events, corrupt) = drain_retrying(r, 500);
+    let expected: Vec<usize> = (0..100)
+        .filter(|&i| !(per_seg()..2 * per_seg()).contains(&i))
+        .collect();
+    assert_eq!((events, corrupt), (expected, 1));
+    assert_eq!(quarantined(f), vec![segment_file_name(second)]);
+}
+
 /// Like `drain`, but a read error is retried (as the uplink does) up to 10 times in a row
 /// at the same position before the journal is declared stuck.
 fn drain_retrying(r: &mut JournalReader, max_bytes: usize) -> (Vec<usize>, u32) {
@@ -1191,12 +1206,7 @@ fn unknown_version_of_a_sealed_segment_is_moved_aside_and_reading_goes_on() {
     raw[60..].copy_from_slice(&crc.to_le_bytes());
     patch(&f.seg_path(segs[1]), 0, &raw);
     let mut r = f.reader();
-    let (events, corrupt) = drain_retrying(&mut r, 500);
-    let expected: Vec<usize> = (0..100)
-        .filter(|&i| !(per_seg()..2 * per_seg()).contains(&i))
-        .collect();
-    assert_eq!((events, corrupt), (expected, 1));
-    assert_eq!(quarantined(&f), vec![segment_file_name(segs[1])]);
+    assert_only_second_segment_lost_and_moved_aside(&f, &mut r, segs[1]);
 }
 
 #[test]
@@ -1209,12 +1219,7 @@ fn unreadable_sealed_segment_is_moved_aside_after_repeated_failures() {
     // in for a bad sector: an error that every retry meets again).
     std::fs::remove_file(f.seg_path(segs[1])).unwrap();
     std::fs::create_dir(f.seg_path(segs[1])).unwrap();
-    let (events, corrupt) = drain_retrying(&mut r, 500);
-    let expected: Vec<usize> = (0..100)
-        .filter(|&i| !(per_seg()..2 * per_seg()).contains(&i))
-        .collect();
-    assert_eq!((events, corrupt), (expected, 1));
-    assert_eq!(quarantined(&f), vec![segment_file_name(segs[1])]);
+    assert_only_second_segment_lost_and_moved_aside(&f, &mut r, segs[1]);
 }
 
 #[test]

@@ -238,7 +238,16 @@ fn full_disk_budget_blocks_tcp_senders_and_counts_udp_drops() {
         !sender.is_finished(),
         "a full queue holds the TCP sender back"
     );
-    // UDP at the same point: dropped and counted.
+    // UDP once the budget is used up (the TCP sender is held back): dropped and counted,
+    // while the destination is still down. (Checked before it comes back: the socket's
+    // 8 MiB receive buffer could otherwise hold the burst until there is room again.)
+    assert!(
+        wait_until(Duration::from_secs(30), || fwd
+            .stderr()
+            .contains("journal cannot take events")),
+        "the budget was never used up\n{}",
+        tail(&fwd.stderr())
+    );
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..20_000 {
         let _ = sock.send_to(
@@ -246,6 +255,13 @@ fn full_disk_budget_blocks_tcp_senders_and_counts_udp_drops() {
             ("127.0.0.1", udp),
         );
     }
+    assert!(
+        wait_until(Duration::from_secs(15), || fwd
+            .stderr()
+            .contains("dropped_full=")),
+        "UDP drops are reported\n{}",
+        tail(&fwd.stderr())
+    );
     // The destination comes back: everything TCP sent arrives.
     let back_at = Instant::now();
     let sink = TlsSink::start_on(&certs, sink_port);
@@ -268,13 +284,6 @@ fn full_disk_budget_blocks_tcp_senders_and_counts_udp_drops() {
         tcp_seen.len() as u64,
         n,
         "every TCP event arrives\n{}",
-        tail(&fwd.stderr())
-    );
-    assert!(
-        wait_until(Duration::from_secs(15), || fwd
-            .stderr()
-            .contains("dropped_full=")),
-        "UDP drops are reported\n{}",
         tail(&fwd.stderr())
     );
 }

@@ -262,7 +262,8 @@ impl Forwarder {
         }
     }
 
-    /// Worker pids whose command line contains `needle` (e.g. `ingest-worker`, `--intake-id 0`).
+    /// Worker pids whose command line contains `needle` (e.g. `ingest-worker`,
+    /// `--intake tcp-20516`).
     pub fn worker_pids(&self, needle: &str) -> Vec<i32> {
         children_of(self.pid() as i32)
             .into_iter()
@@ -270,11 +271,14 @@ impl Forwarder {
             .collect()
     }
 
-    /// `kill -9` of the ingest worker of intake `id`; returns its pid.
-    pub fn kill9_ingest(&self, id: u16) -> i32 {
-        let needle = format!("ingest-worker --intake-id {id} ");
-        let pids = self.worker_pids(&needle);
-        assert_eq!(pids.len(), 1, "one ingest worker for intake {id}: {pids:?}");
+    /// `kill -9` of the ingest worker of the intake on `queue` (`tcp-20516`); returns its pid.
+    pub fn kill9_ingest(&self, queue: &str) -> i32 {
+        let pids = self.worker_pids(&format!("ingest-worker --intake {queue}"));
+        assert_eq!(
+            pids.len(),
+            1,
+            "one ingest worker for intake {queue}: {pids:?}"
+        );
         self.kill9_child(pids[0]);
         pids[0]
     }

@@ -95,7 +95,7 @@ fn status_shows_a_worker_restart_and_the_counters_start_again() {
     send(port, 0, 10);
     sink.wait_for(10, WAIT);
     status_until(&fwd, |s| s["intakes"][0]["input"]["received"] == 10);
-    fwd.kill9_ingest(0);
+    fwd.kill9_ingest(&format!("tcp-{port}"));
     let s = status_until(&fwd, |s| {
         s["intakes"][0]["worker"]["restarts"] == 1
             && s["intakes"][0]["worker"]["state"] == "running"

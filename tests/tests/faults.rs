@@ -119,7 +119,7 @@ fn kill9_of_an_ingest_worker_loses_nothing_it_accepted() {
             fwd.stderr()
         );
         progress.kill_edges.fetch_add(1, Ordering::SeqCst);
-        killed.push(fwd.kill9_ingest(0));
+        killed.push(fwd.kill9_ingest(&format!("tcp-{port}")));
         assert!(
             wait_until(Duration::from_secs(10), || {
                 let pids = fwd.worker_pids("ingest-worker");

@@ -50,7 +50,7 @@ fn memory_kib(pid: i32) -> (u64, u64) {
 }
 
 fn ingest_worker(fwd: &Forwarder) -> i32 {
-    let pids = fwd.worker_pids("ingest-worker --intake-id 0 ");
+    let pids = fwd.worker_pids("ingest-worker");
     assert_eq!(pids.len(), 1, "one ingest worker: {pids:?}");
     pids[0]
 }

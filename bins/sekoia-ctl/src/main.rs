@@ -1,7 +1,8 @@
 //! `sekoia-ctl`: asks a running sekoia-forwarder what it is doing, over its control socket.
 //!
-//! Exit status: 0 the forwarder answered; 1 it could not be reached or refused (the message
-//! says why and what to do); 2 usage error. `check` passes on the forwarder's own status.
+//! Exit status: 0 the forwarder answered (a reload was applied); 1 it could not be reached or
+//! refused (the message says why and what to do); 2 usage error; 3 a reload's configuration
+//! was rejected. `check` passes on the forwarder's own status.
 
 mod table;
 
@@ -43,6 +44,9 @@ enum CtlCommand {
         #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2")]
         watch: Option<u64>,
     },
+    /// Read the configuration again and apply it, as SIGHUP does. Exit 0 when applied, 3
+    /// when the new configuration is rejected (every problem is listed; nothing changed).
+    Reload,
     /// Run `sekoia-forwarder check` with these arguments (the same check the forwarder runs).
     Check {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
             Some(every) => watch_status(&cli.control_socket, Duration::from_secs(every.max(1))),
             None => print_status(&cli.control_socket, json),
         },
+        CtlCommand::Reload => reload(&cli.control_socket),
         CtlCommand::Check { args } => check(&args),
     }
 }
@@ -66,7 +71,31 @@ fn fetch(socket: &std::path::Path) -> Result<StatusReport, ClientError> {
     match response.body {
         ResponseBody::Status(status) => Ok(*status),
         ResponseBody::Error { message } => Err(ClientError::Refused(message)),
+        ResponseBody::Reload(_) => Err(ClientError::Refused("answered another request".into())),
     }
+}
+
+/// Exit status of a reload whose configuration was rejected (as `check`'s).
+const EXIT_REJECTED: u8 = 3;
+
+fn reload(socket: &std::path::Path) -> ExitCode {
+    let outcome = match client::request(socket, &Request::new(Ask::Reload), ANSWER_TIMEOUT) {
+        Ok(response) => match response.body {
+            ResponseBody::Reload(outcome) => outcome,
+            ResponseBody::Error { message } => return fail(&ClientError::Refused(message)),
+            ResponseBody::Status(_) => return fail(&"the forwarder answered another request"),
+        },
+        Err(e) => return fail(&e),
+    };
+    if !outcome.applied {
+        eprintln!("reload rejected; the running configuration stays:");
+        for problem in &outcome.problems {
+            eprintln!("{problem}");
+        }
+        return ExitCode::from(EXIT_REJECTED);
+    }
+    println!("{}", table::reload_summary(&outcome));
+    ExitCode::SUCCESS
 }
 
 fn print_status(socket: &std::path::Path, json: bool) -> ExitCode {

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use sekoia_shared::config::{self, ForwarderConfig, SettingsArgs};
+pub use sekoia_shared::control::worker_spec::JournalSync;
 use sekoia_shared::{input, uplink};
 
 use crate::run_as::RunAs;
@@ -79,42 +80,20 @@ pub struct RuntimeArgs {
     pub journal_sync: JournalSync,
 }
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JournalSync {
-    Batch,
-    Always,
-}
-
-impl JournalSync {
-    pub fn as_arg(self) -> &'static str {
-        match self {
-            JournalSync::Batch => "batch",
-            JournalSync::Always => "always",
-        }
-    }
-}
-
-/// Hidden: one ingest worker, serving one intake on the socket inherited as fd 3.
+/// Hidden: one ingest worker. Everything it needs arrives on its standard input as a
+/// worker specification (`control::worker_spec`), its listening socket as fd 3.
 #[derive(Args, Debug)]
 pub struct IngestWorkerArgs {
-    /// The instance state directory written by the supervisor.
+    /// The intake's queue (`tcp-20516`), so that `ps` tells the workers apart; the worker
+    /// refuses a specification of another intake.
     #[arg(long)]
-    pub state_dir: PathBuf,
-    /// Which intake (its `id`) this worker serves.
-    #[arg(long)]
-    pub intake_id: u16,
-    #[arg(long, value_enum, default_value_t = JournalSync::Batch)]
-    pub journal_sync: JournalSync,
+    pub intake: String,
 }
 
-/// Hidden: the uplink worker, draining every ring of the state directory.
+/// Hidden: the uplink worker, draining every ring of the instance. Its specification arrives
+/// on its standard input.
 #[derive(Args, Debug)]
-pub struct UplinkWorkerArgs {
-    #[arg(long)]
-    pub state_dir: PathBuf,
-    #[arg(long, value_enum, default_value_t = JournalSync::Batch)]
-    pub journal_sync: JournalSync,
-}
+pub struct UplinkWorkerArgs {}
 
 /// Resolves settings and the workers' user, loads the intake files and every certificate the
 /// workers will need, printing every problem on failure (before anything is bound or started).
@@ -143,6 +122,24 @@ pub fn load_config(
         eprintln!("warning: {warning}");
     }
     Ok((cfg, run_as))
+}
+
+/// A reload's configuration: the intake files read again under the settings in force (flags
+/// and environment cannot change in a running process), checked as at start; warnings are
+/// logged.
+pub fn reload_config(
+    settings: config::Settings,
+    run_as: Option<&RunAs>,
+) -> Result<ForwarderConfig, config::ConfigErrors> {
+    let cfg = config::load(settings)?;
+    let problems = environment_problems(&cfg, run_as);
+    if !problems.is_empty() {
+        return Err(config::ConfigErrors(problems));
+    }
+    for warning in &cfg.warnings {
+        tracing::warn!("reload: {warning}");
+    }
+    Ok(cfg)
 }
 
 /// Checks what the workers will need from the machine: the TLS intakes' key pairs, the

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use sekoia_shared::config::{Intake, Protocol};
 use sekoia_shared::control::report::{self, WorkerReport, REPORT_SOCKET};
 use sekoia_shared::input::{self, InputCounters, MessageSink, Resolver};
@@ -13,24 +13,24 @@ use sekoia_shared::queue::layout::{InstanceDir, QueueKey, SpoolDir};
 use sekoia_shared::queue::{DiskBudget, Doorbell, RingProducer};
 use tracing::info;
 
-use crate::cli::IngestWorkerArgs;
 use crate::instance;
 use crate::intake_sink::IntakeSink;
+use sekoia_shared::control::worker_spec::{WorkerRole, WorkerSpec};
 
 /// How often drops and errors are reported in the log.
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub fn run(args: &IngestWorkerArgs) -> Result<()> {
+pub fn run(spec: WorkerSpec, label: &str) -> Result<()> {
     instance::die_with_supervisor()?;
-    let state = InstanceDir::open(&args.state_dir)?;
-    let cfg = instance::read_config(&state)?;
-    let intake = cfg
-        .intakes
-        .iter()
-        .find(|i| i.id == args.intake_id)
-        .cloned()
-        .ok_or_else(|| anyhow!("intake id {} is not in the configuration", args.intake_id))?;
+    let WorkerRole::Ingest { intake } = spec.role else {
+        bail!("an ingest worker was given another worker's specification");
+    };
     let key = QueueKey::of(&intake);
+    if key.to_string() != label {
+        bail!("the ingest worker of {label} was given the specification of {key}");
+    }
+    let cfg = spec.config;
+    let state = InstanceDir::open(&spec.state_dir)?;
     let ring_path = state.ring_path(key);
     let _producer_lock = instance::lock_exclusive(
         &state,
@@ -44,7 +44,7 @@ pub fn run(args: &IngestWorkerArgs) -> Result<()> {
     // The memory tier holds `queue_size` events (and at most the ring's bytes).
     producer.set_max_records(Some(intake.queue_size));
     let budget = DiskBudget::open(&state.budget_path()).context("cannot open the disk budget")?;
-    let options = crate::journal_options(&cfg, args.journal_sync, &budget);
+    let options = crate::journal_options(&cfg, spec.journal_sync, &budget);
     let opener = JournalOpener::new(
         SpoolDir::new(&cfg.settings.spool_dir).journal_dir(key),
         intake.id,

@@ -1,20 +1,17 @@
-//! The instance state folder as the binary uses it: the supervisor's lock, the configuration
-//! handed to the workers, the workers' role locks. Names and checks are the library's
+//! The instance state folder as the binary uses it: the supervisor's lock and the workers'
+//! role locks. Names and checks are the library's
 //! (`queue::layout`, `queue::shared_file`); this module adds what only processes need.
 //!
 //! The folder lives on tmpfs and survives every process: a supervisor restarted after
 //! `kill -9` reopens the same rings (same spool folder, same instance) and drains them.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use nix::fcntl::Flock;
-use sekoia_shared::config::ForwarderConfig;
-use sekoia_shared::queue::layout::{InstanceDir, CONFIG_FILE, SUPERVISOR_LOCK};
-use sekoia_shared::queue::shared_file::Create;
+use sekoia_shared::queue::layout::{InstanceDir, SUPERVISOR_LOCK};
 
 /// An instance folder owned by this supervisor for as long as the value lives.
 pub struct Instance {
@@ -41,25 +38,6 @@ impl Instance {
     pub fn dir(&self) -> &InstanceDir {
         &self.dir
     }
-
-    /// Writes the configuration the workers boot from: 0600, atomically.
-    pub fn write_config(&self, cfg: &ForwarderConfig) -> Result<()> {
-        let json = serde_json::to_vec_pretty(cfg).context("cannot serialise configuration")?;
-        self.dir.dir().write_atomically(CONFIG_FILE, &json)?;
-        Ok(())
-    }
-}
-
-/// Reads the configuration written by the supervisor (a private file of the instance).
-pub fn read_config(instance: &InstanceDir) -> Result<ForwarderConfig> {
-    let path = instance.dir().join(CONFIG_FILE);
-    let mut bytes = Vec::new();
-    instance
-        .dir()
-        .file(CONFIG_FILE, Create::No)?
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("cannot parse {}", path.display()))
 }
 
 /// Bytes of ring for an intake's memory share: about 512 bytes per queued message, a power of

@@ -2,9 +2,10 @@
 //! subcommands the supervisor re-executes itself with.
 //!
 //! Every process is this one binary, so a worker always runs the same code as the supervisor
-//! that started it. Workers receive everything explicitly: the state directory (resolved
-//! configuration, rings, doorbell), their intake id, and their listening socket as fd 3
-//! (systemd's `LISTEN_FDS` convention).
+//! that started it. Workers receive everything explicitly: their worker specification on
+//! standard input (`control::worker_spec`: state directory, journal sync, configuration,
+//! role) and, for an ingest worker, its listening socket as fd 3 (systemd's `LISTEN_FDS`
+//! convention).
 
 mod cli;
 mod ingest_worker;
@@ -14,6 +15,7 @@ mod intake_sink;
 mod logging;
 mod notify;
 mod open_files;
+mod reload;
 mod run_as;
 mod status_board;
 mod stop_save;
@@ -26,6 +28,7 @@ mod worker_set;
 use std::process::ExitCode;
 
 use clap::Parser;
+use sekoia_shared::control::worker_spec::WorkerSpec;
 
 use cli::{Cli, Command};
 
@@ -37,11 +40,11 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => cli::check(&args.settings, &args.runtime),
         Some(Command::IngestWorker(args)) => {
             logging::init("ingest");
-            report(ingest_worker::run(&args))
+            report(read_spec().and_then(|spec| ingest_worker::run(spec, &args.intake)))
         }
-        Some(Command::UplinkWorker(args)) => {
+        Some(Command::UplinkWorker(_)) => {
             logging::init("uplink");
-            report(uplink_worker::run(&args))
+            report(read_spec().and_then(uplink_worker::run))
         }
     }
 }
@@ -55,6 +58,18 @@ fn run_supervisor(
         Ok((config, run_as)) => report(supervisor::run(config, runtime, run_as.as_ref())),
         Err(code) => code,
     }
+}
+
+/// A worker's specification, written by the supervisor to its standard input.
+fn read_spec() -> anyhow::Result<WorkerSpec> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        anyhow::bail!(
+            "this command is started by the supervisor (`sekoia-forwarder run`), not by hand"
+        );
+    }
+    Ok(WorkerSpec::read_from(stdin.lock())?)
 }
 
 /// Journal settings of this configuration: segment size from the disk budget in force (the

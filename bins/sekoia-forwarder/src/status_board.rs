@@ -105,8 +105,8 @@ impl StatusBoard {
                         uplink.sent_per_s = *rate_per_s;
                     }
                 }
-                Role::Ingest { intake_id, .. } => {
-                    let Some(intake) = cfg.intakes.iter().find(|i| i.id == *intake_id) else {
+                Role::Ingest { key, .. } => {
+                    let Some(intake) = cfg.intakes.iter().find(|i| QueueKey::of(i) == *key) else {
                         continue;
                     };
                     let (input, received_per_s) = match sample {

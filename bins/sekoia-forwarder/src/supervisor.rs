@@ -9,6 +9,7 @@
 use std::net::{Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -16,7 +17,7 @@ use nix::sys::signal::Signal;
 use sekoia_shared::config::{self, ForwarderConfig, Intake, Protocol};
 use sekoia_shared::control::report::{serve_reports, ReportLine, REPORT_SOCKET};
 use sekoia_shared::control::{metrics, server, socket as control_socket};
-use sekoia_shared::control::{Command, Request, Response, ResponseBody};
+use sekoia_shared::control::{Command, ReloadOutcome, Response, ResponseBody};
 use sekoia_shared::queue::layout::{InstanceDir, QueueKey};
 use sekoia_shared::queue::shared_file::{PrivateDir, SharedFileError};
 use sekoia_shared::queue::{scan_usage, DiskBudget, Doorbell, Ring, RingError};
@@ -27,6 +28,7 @@ use tracing::{error, info, warn};
 
 use crate::cli::RuntimeArgs;
 use crate::instance::{self, Instance};
+use crate::reload::Plan;
 use crate::run_as::RunAs;
 use crate::status_board::StatusBoard;
 use crate::worker_set::{Role, WorkerSet};
@@ -56,7 +58,7 @@ pub fn run(cfg: ForwarderConfig, runtime_args: &RuntimeArgs, run_as: Option<&Run
         .build()
         .context("cannot start the supervisor's event loop")?;
     event_loop.block_on(supervise(
-        &cfg,
+        Arc::new(cfg),
         instance,
         listeners,
         runtime_args,
@@ -74,13 +76,12 @@ fn as_user<T>(run_as: Option<&RunAs>, f: impl FnOnce() -> Result<T>) -> Result<T
     }
 }
 
-/// The private state the workers boot from: instance folder and lock, configuration, disk
-/// budget, doorbell, one ring per intake (reopened when a previous run left them).
+/// The private state the workers boot from: instance folder and lock, disk budget, doorbell,
+/// one ring per intake (reopened when a previous run left them).
 fn prepare_state(cfg: &ForwarderConfig, runtime: &RuntimeArgs) -> Result<(Instance, DiskBudget)> {
     let spool = &cfg.settings.spool_dir;
     PrivateDir::create(spool).context("cannot use the spool directory (SPOOL_DIR)")?;
     let instance = Instance::acquire(&runtime.shm_dir, spool)?;
-    instance.write_config(cfg)?;
     let used = scan_usage(spool)
         .with_context(|| format!("cannot measure the spool directory {}", spool.display()))?;
     let budget = DiskBudget::create(&instance.dir().budget_path(), cfg.settings.disk_space, used)
@@ -226,7 +227,7 @@ pub(crate) fn proto_name(p: Protocol) -> &'static str {
 }
 
 async fn supervise(
-    cfg: &ForwarderConfig,
+    mut cfg: Arc<ForwarderConfig>,
     instance: Instance,
     listeners: Vec<OwnedFd>,
     runtime: &RuntimeArgs,
@@ -238,29 +239,22 @@ async fn supervise(
     let mut sigchld = signal(SignalKind::child()).context("cannot watch SIGCHLD")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
 
-    let common_args = vec![
-        "--journal-sync".to_string(),
-        runtime.journal_sync.as_arg().to_string(),
-    ];
     let mut workers = WorkerSet::new(
         instance.dir().path().to_path_buf(),
-        common_args,
+        runtime.journal_sync,
+        Arc::clone(&cfg),
         run_as.cloned(),
     );
     workers.add(Role::Uplink, None)?;
     for (intake, listener) in cfg.intakes.iter().zip(listeners) {
-        let role = Role::Ingest {
-            intake_id: intake.id,
-            name: intake.name.clone(),
-        };
-        workers.add(role, Some(listener))?;
+        workers.add(ingest_role(intake), Some(listener))?;
     }
     info!(
         intakes = cfg.intakes.len(),
         destination = %format!("{}:{}", cfg.settings.destination.host, cfg.settings.destination.port),
         "forwarder running"
     );
-    let mut channels = control_channels(cfg, instance.dir().path(), run_as).await?;
+    let mut channels = control_channels(&cfg, instance.dir().path(), run_as).await?;
     let mut board = StatusBoard::new();
     crate::notify::notify("READY=1");
 
@@ -275,8 +269,8 @@ async fn supervise(
             _ = sigint.recv() => break "SIGINT",
             _ = sigchld.recv() => workers.reap(),
             _ = sighup.recv() => {
-                // Without a handler SIGHUP would kill the supervisor with no orderly stop.
-                warn!("SIGHUP: configuration reload is not supported yet; restart to apply changes (nothing was changed)");
+                info!("SIGHUP: reloading the configuration");
+                reload(&mut cfg, &mut workers, instance.dir(), run_as);
             }
             Some((pid, line)) = channels.reports.recv() => {
                 if workers.is_worker(pid) {
@@ -285,7 +279,18 @@ async fn supervise(
             }
             Some((request, reply)) = channels.requests.recv() => {
                 board.retain(|pid| workers.is_worker(pid));
-                let _ = reply.send(answer(&request, &board, cfg, &workers, &budget));
+                let response = match request.command {
+                    Command::Reload => {
+                        info!("sekoia-ctl reload: reloading the configuration");
+                        let outcome = reload(&mut cfg, &mut workers, instance.dir(), run_as);
+                        Response::new(ResponseBody::Reload(outcome))
+                    }
+                    Command::Status => {
+                        let status = board.status(&cfg, &workers.views(), workers.is_stopping(), &budget);
+                        Response::new(ResponseBody::Status(Box::new(status)))
+                    }
+                };
+                let _ = reply.send(response);
             }
             _ = tokio::time::sleep(sleep_for) => {}
         }
@@ -298,31 +303,10 @@ async fn supervise(
         "stopping: inputs first, then the uplink flushes"
     );
     crate::notify::notify("STOPPING=1");
-    workers.begin_stop();
-    let is_ingest = |r: &Role| matches!(r, Role::Ingest { .. });
-    workers.signal(is_ingest, Signal::SIGTERM);
-    workers.close_listeners();
-    if !wait_for(&mut workers, is_ingest, INGEST_STOP_TIMEOUT).await {
-        warn!("ingest workers did not stop in time; killing them");
-        workers.signal(is_ingest, Signal::SIGKILL);
-        wait_for(&mut workers, is_ingest, Duration::from_secs(2)).await;
-    }
-    let is_uplink = |r: &Role| matches!(r, Role::Uplink);
-    workers.signal(is_uplink, Signal::SIGTERM);
-    if !wait_for(
-        &mut workers,
-        is_uplink,
-        UPLINK_STOP_TIMEOUT + Duration::from_secs(5),
-    )
-    .await
-    {
-        warn!("uplink did not stop in time; killing it (queued events stay in the rings)");
-        workers.signal(is_uplink, Signal::SIGKILL);
-        wait_for(&mut workers, is_uplink, Duration::from_secs(2)).await;
-    }
+    stop_workers(&mut workers).await;
     if workers.all_exited(|_| true) {
         as_user(run_as, || {
-            crate::stop_save::save_rings(cfg, instance.dir(), runtime.journal_sync)
+            crate::stop_save::save_rings(&cfg, instance.dir(), runtime.journal_sync)
         })?;
     } else {
         warn!(
@@ -333,6 +317,135 @@ async fn supervise(
     info!("stopped");
     drop(instance);
     Ok(())
+}
+
+fn ingest_role(intake: &Intake) -> Role {
+    Role::Ingest {
+        key: QueueKey::of(intake),
+        name: intake.name.clone(),
+    }
+}
+
+/// Inputs first (they hand over what they read), then the uplink flushes the rings.
+async fn stop_workers(workers: &mut WorkerSet) {
+    workers.begin_stop();
+    let is_ingest = |r: &Role| matches!(r, Role::Ingest { .. });
+    workers.signal(is_ingest, Signal::SIGTERM);
+    workers.close_listeners();
+    if !wait_for(workers, is_ingest, INGEST_STOP_TIMEOUT).await {
+        warn!("ingest workers did not stop in time; killing them");
+        workers.signal(is_ingest, Signal::SIGKILL);
+        wait_for(workers, is_ingest, Duration::from_secs(2)).await;
+    }
+    let is_uplink = |r: &Role| matches!(r, Role::Uplink);
+    workers.signal(is_uplink, Signal::SIGTERM);
+    let uplink_limit = UPLINK_STOP_TIMEOUT + Duration::from_secs(5);
+    if !wait_for(workers, is_uplink, uplink_limit).await {
+        warn!("uplink did not stop in time; killing it (queued events stay in the rings)");
+        workers.signal(is_uplink, Signal::SIGKILL);
+        wait_for(workers, is_uplink, Duration::from_secs(2)).await;
+    }
+}
+
+/// Reads the configuration files again and applies what changed, in the order `reload.rs`
+/// explains; a configuration with any problem, or a new port that cannot be bound, changes
+/// nothing.
+fn reload(
+    cfg: &mut Arc<ForwarderConfig>,
+    workers: &mut WorkerSet,
+    state: &InstanceDir,
+    run_as: Option<&RunAs>,
+) -> ReloadOutcome {
+    let new = match crate::cli::reload_config(cfg.settings.clone(), run_as) {
+        Ok(new) => new,
+        Err(errors) => return rejected(errors.0.iter().map(ToString::to_string).collect()),
+    };
+    let plan = Plan::between(cfg, &new);
+    let mut listeners = Vec::new();
+    let mut problems = Vec::new();
+    for intake in &plan.added {
+        let listener = reusable_listener(workers, &plan, intake).map_or_else(|| bind(intake), Ok);
+        match listener {
+            Ok(fd) => listeners.push(fd),
+            Err(e) => problems.push(format!(
+                "intake \"{}\": cannot listen on {} port {}: {e}; free the port or choose another",
+                intake.name,
+                proto_name(intake.protocol),
+                intake.port
+            )),
+        }
+        if let Err(e) = as_user(run_as, || create_ring(state, intake)) {
+            problems.push(format!("intake \"{}\": {e:#}", intake.name));
+        }
+    }
+    if !problems.is_empty() {
+        return rejected(problems);
+    }
+    let new = Arc::new(new);
+    workers.set_config(Arc::clone(&new));
+    let removed: Vec<QueueKey> = plan.removed.iter().map(|(key, _)| *key).collect();
+    workers.retire(|r| matches!(r, Role::Ingest { key, .. } if removed.contains(key)));
+    for intake in &plan.changed {
+        workers.rename(QueueKey::of(intake), &intake.name);
+    }
+    let changed: Vec<QueueKey> = plan.changed.iter().map(QueueKey::of).collect();
+    workers.replace(|r| matches!(r, Role::Ingest { key, .. } if changed.contains(key)));
+    for (intake, listener) in plan.added.iter().zip(listeners) {
+        if let Err(e) = workers.add(ingest_role(intake), Some(listener)) {
+            error!(intake = %intake.name, error = %format!("{e:#}"), "cannot start the new intake's worker; retrying");
+        }
+    }
+    if plan.replaces_uplink() {
+        workers.replace(|r| *r == Role::Uplink);
+    }
+    *cfg = new;
+    let outcome = applied(&plan);
+    if plan.is_empty() {
+        info!("configuration reloaded: nothing changed");
+        return outcome;
+    }
+    info!(added = ?outcome.added, changed = ?outcome.changed, removed = ?outcome.removed,
+        unchanged = outcome.unchanged, uplink_restarted = outcome.uplink_restarted,
+        "configuration reloaded");
+    outcome
+}
+
+/// A stream listener of a removed intake on the same port (say TCP becoming TLS): the new
+/// intake takes it over, so the port never closes.
+fn reusable_listener(workers: &WorkerSet, plan: &Plan, intake: &Intake) -> Option<OwnedFd> {
+    let stream = |p: Protocol| p != Protocol::Udp;
+    plan.removed
+        .iter()
+        .find(|(key, _)| key.port == intake.port && stream(key.protocol) && stream(intake.protocol))
+        .and_then(|(key, _)| workers.listener(*key))
+}
+
+fn rejected(problems: Vec<String>) -> ReloadOutcome {
+    error!(
+        problems = problems.len(),
+        "reload rejected; the running configuration stays"
+    );
+    for problem in &problems {
+        error!("reload: {problem}");
+    }
+    ReloadOutcome {
+        applied: false,
+        problems,
+        ..ReloadOutcome::default()
+    }
+}
+
+fn applied(plan: &Plan) -> ReloadOutcome {
+    let names = |intakes: &[Intake]| intakes.iter().map(|i| i.name.clone()).collect();
+    ReloadOutcome {
+        applied: true,
+        added: names(&plan.added),
+        changed: names(&plan.changed),
+        removed: plan.removed.iter().map(|(_, name)| name.clone()).collect(),
+        unchanged: plan.unchanged,
+        uplink_restarted: plan.replaces_uplink(),
+        problems: Vec::new(),
+    }
 }
 
 async fn wait_for(
@@ -410,19 +523,4 @@ async fn control_channels(
         requests,
         control_socket,
     })
-}
-
-fn answer(
-    request: &Request,
-    board: &StatusBoard,
-    cfg: &ForwarderConfig,
-    workers: &WorkerSet,
-    budget: &DiskBudget,
-) -> Response {
-    match request.command {
-        Command::Status => {
-            let status = board.status(cfg, &workers.views(), workers.is_stopping(), budget);
-            Response::new(ResponseBody::Status(Box::new(status)))
-        }
-    }
 }

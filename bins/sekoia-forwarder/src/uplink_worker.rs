@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use sekoia_shared::control::report::{self, WorkerReport, REPORT_SOCKET};
 use sekoia_shared::queue::intake;
 use sekoia_shared::queue::layout::{InstanceDir, SpoolDir, UPLINK_LOCK};
@@ -15,16 +15,19 @@ use sekoia_shared::queue::{DiskBudget, Doorbell};
 use sekoia_shared::uplink::{BatchSource, Uplink, UplinkConfig, UplinkCounters, Wakeup};
 use tracing::info;
 
-use crate::cli::UplinkWorkerArgs;
 use crate::instance;
+use sekoia_shared::control::worker_spec::{WorkerRole, WorkerSpec};
 
-pub fn run(args: &UplinkWorkerArgs) -> Result<()> {
+pub fn run(spec: WorkerSpec) -> Result<()> {
     instance::die_with_supervisor()?;
-    let state = InstanceDir::open(&args.state_dir)?;
+    if !matches!(spec.role, WorkerRole::Uplink) {
+        bail!("the uplink worker was given another worker's specification");
+    }
+    let cfg = spec.config;
+    let state = InstanceDir::open(&spec.state_dir)?;
     let _consumer_lock = instance::lock_exclusive(&state, UPLINK_LOCK, "uplink worker")?;
-    let cfg = instance::read_config(&state)?;
     let budget = DiskBudget::open(&state.budget_path()).context("cannot open the disk budget")?;
-    let opts = crate::journal_options(&cfg, args.journal_sync, &budget);
+    let opts = crate::journal_options(&cfg, spec.journal_sync, &budget);
     let spool = SpoolDir::new(&cfg.settings.spool_dir);
     let rings = state.ring_keys()?;
     let mut keys = rings.clone();

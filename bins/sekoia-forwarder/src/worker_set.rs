@@ -1,23 +1,31 @@
-//! The supervisor's children: start, reap, restart with backoff, signal, wait.
+//! The supervisor's children: start, reap, restart with backoff, signal, wait, and at a
+//! reload retire or replace them.
 //!
 //! Workers are this binary re-executed (`/proc/self/exe`, so an upgrade on disk never mixes
-//! versions) with a hidden subcommand. An ingest worker gets its listening socket as fd 3
+//! versions) with a hidden subcommand. Each start writes the worker's whole specification
+//! (`control::worker_spec`), built from the configuration in force, to its standard input.
+//! An ingest worker gets its listening socket as fd 3
 //! (`LISTEN_FDS=1`); the supervisor keeps its own copy, so the port stays bound and its
 //! accept backlog survives while a dead worker is restarted. A worker that keeps crashing is
 //! restarted forever (never stopping matters more than anything) but with a delay growing to
 //! 30 s, and every crash is logged with its exit status. With a workers' user (run_as.rs)
 //! each worker is started with its uid and gid; std drops the supplementary groups.
 
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use sekoia_shared::config::ForwarderConfig;
+use sekoia_shared::control::worker_spec::{JournalSync, WorkerRole, WorkerSpec};
+use sekoia_shared::queue::layout::QueueKey;
 use tracing::{error, info, warn};
 
 use crate::run_as::RunAs;
@@ -31,7 +39,11 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
-    Ingest { intake_id: u16, name: String },
+    /// Serves the intake of this protocol and port (its identity across reloads).
+    Ingest {
+        key: QueueKey,
+        name: String,
+    },
     Uplink,
 }
 
@@ -54,12 +66,23 @@ struct Worker {
     consecutive_crashes: u32,
     restart_at: Option<Instant>,
     total_restarts: u64,
+    /// What happens when it exits next: restart (after a delay if it crashed), start again
+    /// at once (replaced at a reload), or nothing (retired at a reload).
+    on_exit: OnExit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnExit {
+    Restart,
+    Replace,
+    Retire,
 }
 
 pub struct WorkerSet {
     state_dir: PathBuf,
-    /// Arguments every worker gets (the journal's fsync policy).
-    common_args: Vec<String>,
+    journal_sync: JournalSync,
+    /// The configuration workers are started with (replaced at a reload).
+    config: Arc<ForwarderConfig>,
     workers: Vec<Worker>,
     /// Once stopping, dead workers are not restarted any more.
     stopping: bool,
@@ -68,10 +91,16 @@ pub struct WorkerSet {
 }
 
 impl WorkerSet {
-    pub fn new(state_dir: PathBuf, common_args: Vec<String>, run_as: Option<RunAs>) -> Self {
+    pub fn new(
+        state_dir: PathBuf,
+        journal_sync: JournalSync,
+        config: Arc<ForwarderConfig>,
+        run_as: Option<RunAs>,
+    ) -> Self {
         Self {
             state_dir,
-            common_args,
+            journal_sync,
+            config,
             workers: Vec::new(),
             stopping: false,
             run_as,
@@ -88,28 +117,51 @@ impl WorkerSet {
             consecutive_crashes: 0,
             restart_at: None,
             total_restarts: 0,
+            on_exit: OnExit::Restart,
         });
         let idx = self.workers.len() - 1;
         self.spawn(idx)
     }
 
+    /// The specification of `role` under the configuration in force.
+    fn spec(&self, role: &Role) -> Result<Vec<u8>> {
+        let role = match role {
+            Role::Ingest { key, name } => {
+                let intake = self
+                    .config
+                    .intakes
+                    .iter()
+                    .find(|i| QueueKey::of(i) == *key)
+                    .with_context(|| format!("intake \"{name}\" ({key}) is not configured"))?;
+                WorkerRole::Ingest {
+                    intake: intake.clone(),
+                }
+            }
+            Role::Uplink => WorkerRole::Uplink,
+        };
+        let spec = WorkerSpec::new(
+            self.state_dir.clone(),
+            self.journal_sync,
+            (*self.config).clone(),
+            role,
+        );
+        spec.encode()
+            .context("cannot encode the worker specification")
+    }
+
     fn spawn(&mut self, idx: usize) -> Result<()> {
-        let state_dir = self.state_dir.clone();
-        let common_args = self.common_args.clone();
+        let spec = self.spec(&self.workers[idx].role)?;
         let run_as = self.run_as.clone();
         let worker = &mut self.workers[idx];
         let mut cmd = Command::new("/proc/self/exe");
         match &worker.role {
-            Role::Ingest { intake_id, .. } => {
-                cmd.arg("ingest-worker")
-                    .arg("--intake-id")
-                    .arg(intake_id.to_string());
-            }
-            Role::Uplink => {
-                cmd.arg("uplink-worker");
-            }
-        }
-        cmd.arg("--state-dir").arg(&state_dir).args(&common_args);
+            Role::Ingest { key, .. } => cmd
+                .arg("ingest-worker")
+                .arg("--intake")
+                .arg(key.to_string()),
+            Role::Uplink => cmd.arg("uplink-worker"),
+        };
+        cmd.stdin(Stdio::piped());
         // Its own process group: a terminal's Ctrl-C reaches only the supervisor, which then
         // stops the workers in order (inputs first) instead of all at once.
         cmd.process_group(0);
@@ -129,13 +181,15 @@ impl WorkerSet {
             .context("cannot map the listening socket")?;
             cmd.env("LISTEN_FDS", "1").env_remove("LISTEN_PID");
         }
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", describe(&worker.role)))?;
+        hand_over_spec(&mut child, spec, describe(&worker.role));
         info!(worker = %describe(&worker.role), pid = child.id(), "worker started");
         worker.child = Some(child);
         worker.started_at = Instant::now();
         worker.restart_at = None;
+        worker.on_exit = OnExit::Restart;
         Ok(())
     }
 
@@ -155,8 +209,11 @@ impl WorkerSet {
                 }
             };
             worker.child = None;
-            if self.stopping {
+            if self.stopping || worker.on_exit != OnExit::Restart {
                 info!(worker = %describe(&worker.role), %status, "worker exited");
+                if worker.on_exit == OnExit::Replace && !self.stopping {
+                    worker.restart_at = Some(now);
+                }
                 continue;
             }
             if now.duration_since(worker.started_at) >= HEALTHY_AFTER {
@@ -183,16 +240,21 @@ impl WorkerSet {
         }
     }
 
-    /// Starts the workers whose restart delay has passed.
+    /// Starts the workers whose restart delay has passed; forgets retired workers that
+    /// exited.
     pub fn restart_due(&mut self) {
         if self.stopping {
             return;
         }
+        self.workers
+            .retain(|w| !(w.on_exit == OnExit::Retire && w.child.is_none()));
         let now = Instant::now();
         for idx in 0..self.workers.len() {
             let due = self.workers[idx].restart_at.is_some_and(|at| at <= now);
             if due {
-                self.workers[idx].total_restarts += 1;
+                if self.workers[idx].on_exit == OnExit::Restart {
+                    self.workers[idx].total_restarts += 1;
+                }
                 if let Err(e) = self.spawn(idx) {
                     let worker = &mut self.workers[idx];
                     let delay = restart_delay(worker.consecutive_crashes);
@@ -223,10 +285,12 @@ impl WorkerSet {
     /// Sends `signal` to the running workers that `select` picks.
     pub fn signal(&self, select: impl Fn(&Role) -> bool, signal: Signal) {
         for worker in self.workers.iter().filter(|w| select(&w.role)) {
-            if let Some(child) = &worker.child {
-                if let Ok(pid) = i32::try_from(child.id()) {
-                    let _ = kill(Pid::from_raw(pid), signal);
-                }
+            if let Some(pid) = worker
+                .child
+                .as_ref()
+                .and_then(|c| i32::try_from(c.id()).ok())
+            {
+                let _ = kill(Pid::from_raw(pid), signal);
             }
         }
     }
@@ -260,11 +324,89 @@ impl WorkerSet {
             .any(|w| w.child.as_ref().is_some_and(|c| c.id() == pid))
     }
 
+    /// The configuration workers start with from now on (a reload).
+    pub fn set_config(&mut self, config: Arc<ForwarderConfig>) {
+        self.config = config;
+    }
+
+    /// A copy of the listening socket the supervisor holds for `key`'s intake.
+    pub fn listener(&self, key: QueueKey) -> Option<OwnedFd> {
+        self.workers
+            .iter()
+            .find(|w| matches!(&w.role, Role::Ingest { key: k, .. } if *k == key))
+            .and_then(|w| w.listener.as_ref())
+            .and_then(|fd| fd.try_clone().ok())
+    }
+
+    /// Renames `key`'s worker (an unchanged intake whose name moved with the file).
+    pub fn rename(&mut self, key: QueueKey, name: &str) {
+        for worker in &mut self.workers {
+            if let Role::Ingest { key: k, name: n } = &mut worker.role {
+                if *k == key {
+                    *n = name.to_string();
+                }
+            }
+        }
+    }
+
+    /// Stops `select`'s workers in order (SIGTERM: they hand over what they read) and
+    /// forgets them once they exit; their listening sockets close now.
+    pub fn retire(&mut self, select: impl Fn(&Role) -> bool) {
+        for worker in self.workers.iter_mut().filter(|w| select(&w.role)) {
+            worker.on_exit = OnExit::Retire;
+            worker.restart_at = None;
+            worker.listener = None;
+            term(worker);
+        }
+    }
+
+    /// Stops `select`'s workers in order and starts them again at once, with the
+    /// configuration in force (a reload that changed what they do).
+    pub fn replace(&mut self, select: impl Fn(&Role) -> bool) {
+        let now = Instant::now();
+        for worker in self.workers.iter_mut().filter(|w| select(&w.role)) {
+            worker.on_exit = OnExit::Replace;
+            if worker.child.is_none() {
+                worker.restart_at = Some(now);
+            }
+            term(worker);
+        }
+    }
+
     /// Drops the supervisor's copies of the listening sockets: the ports close.
     pub fn close_listeners(&mut self) {
         for worker in &mut self.workers {
             worker.listener = None;
         }
+    }
+}
+
+fn term(worker: &Worker) {
+    if let Some(pid) = worker
+        .child
+        .as_ref()
+        .and_then(|c| i32::try_from(c.id()).ok())
+    {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+}
+
+/// Writes `spec` to the child's standard input on a thread of its own, so that a child
+/// that does not read (stuck, or dead at once) never blocks the supervisor's loop; the
+/// pipe closes when the thread ends, and a child that died finds nothing to read.
+fn hand_over_spec(child: &mut Child, spec: Vec<u8>, worker: String) {
+    let Some(mut stdin) = child.stdin.take() else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("worker-spec".into())
+        .spawn(move || {
+            if let Err(e) = stdin.write_all(&spec) {
+                warn!(%worker, error = %e, "cannot hand the worker its specification; it will exit and be restarted");
+            }
+        });
+    if let Err(e) = spawned {
+        error!(error = %e, "cannot start the thread that hands a worker its specification");
     }
 }
 
@@ -277,7 +419,7 @@ fn restart_delay(consecutive_crashes: u32) -> Duration {
 
 pub fn describe(role: &Role) -> String {
     match role {
-        Role::Ingest { intake_id, name } => format!("ingest[{intake_id}:{name}]"),
+        Role::Ingest { key, name } => format!("ingest[{key}:{name}]"),
         Role::Uplink => "uplink".to_string(),
     }
 }

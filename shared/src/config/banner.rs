@@ -65,47 +65,8 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::config::{Destination, Intake, Protocol, Region, Settings, StatsIntake};
-
-    fn settings() -> Settings {
-        Settings {
-            config_path: PathBuf::from("/intakes.yaml"),
-            memory_messages: 2_000_000,
-            disk_space: 1,
-            region: Region::Fra1,
-            destination: Destination {
-                host: "intake.sekoia.io".to_string(),
-                port: 10514,
-            },
-            ca_file: None,
-            spool_dir: PathBuf::from("/spool"),
-            certs_dir: PathBuf::from("/certs"),
-            extended_conf_dir: None,
-            control_socket: PathBuf::from("/ctl"),
-            stats_interval_secs: 300,
-            stats_file: PathBuf::from("/stats"),
-            uplink_connections: 2,
-            resolve_hostnames: true,
-            resolve_timeout_ms: 1_000,
-            metrics_listen: None,
-        }
-    }
-
-    fn intake(id: u16, name: &str, protocol: Protocol, port: u16, key: &str) -> Intake {
-        Intake {
-            id,
-            name: name.to_string(),
-            metric_name: crate::config::metric_name(name),
-            protocol,
-            port,
-            intake_key: key.to_string(),
-            debug: false,
-            queue_size: 666_667,
-            tls: None,
-            limits: Default::default(),
-            source: PathBuf::from("/intakes.yaml"),
-        }
-    }
+    use crate::config::fixtures::{intake, settings};
+    use crate::config::{Protocol, StatsIntake};
 
     #[test]
     fn banner_matches_reference_bytes_with_monitoring_last() {

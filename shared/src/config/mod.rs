@@ -245,4 +245,6 @@ pub fn metric_name(name: &str) -> String {
 }
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 mod tests;

@@ -341,7 +341,7 @@ async fn status(to_supervisor: &mpsc::Sender<Pending>) -> Option<StatusReport> {
         .ok()?;
     match rx.await.ok()?.body {
         ResponseBody::Status(s) => Some(*s),
-        ResponseBody::Error { .. } => None,
+        ResponseBody::Reload(_) | ResponseBody::Error { .. } => None,
     }
 }
 

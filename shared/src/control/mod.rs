@@ -1,9 +1,11 @@
 //! The control channel: how workers report to the supervisor, and how `sekoia-ctl` asks the
 //! supervisor what is going on.
 //!
-//! - Workers → supervisor: each worker inherits one end of a stream socketpair
-//!   ([`report::REPORT_FD`]) and writes a [`report::WorkerReport`] as one JSON line every
-//!   second and when it stops. The supervisor keeps the latest of each.
+//! - Supervisor → workers: each worker reads its [`worker_spec::WorkerSpec`] on its standard
+//!   input when it starts.
+//! - Workers → supervisor: each worker connects to the report socket of its instance folder
+//!   ([`report::REPORT_SOCKET`]) and writes a [`report::WorkerReport`] as one JSON line every
+//!   second. The supervisor keeps the latest of each.
 //! - `sekoia-ctl` → supervisor: one JSON [`Request`] line on the Unix socket
 //!   `CONTROL_SOCKET`, answered by one JSON [`Response`] line, then the connection closes.
 //!   Every message carries [`PROTOCOL_VERSION`]; a mismatch is reported as such, not guessed.
@@ -20,6 +22,7 @@ pub mod report;
 pub mod server;
 pub mod socket;
 pub mod status;
+pub mod worker_spec;
 
 use std::time::Duration;
 
@@ -51,6 +54,8 @@ pub struct Request {
 pub enum Command {
     /// The whole [`status::StatusReport`].
     Status,
+    /// Read the configuration again and apply it (as SIGHUP does): [`ReloadOutcome`].
+    Reload,
 }
 
 impl Request {
@@ -74,10 +79,27 @@ pub struct Response {
 #[serde(rename_all = "snake_case", tag = "result")]
 pub enum ResponseBody {
     Status(Box<status::StatusReport>),
+    Reload(ReloadOutcome),
     /// The request was not understood (bad JSON, other version, unknown command).
     Error {
         message: String,
     },
+}
+
+/// What a reload did. A rejected configuration changes nothing: `problems` lists every one
+/// of them, as `check` would.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    pub applied: bool,
+    /// Intakes started, restarted with new settings, and stopped (their queues are still
+    /// delivered), by name.
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: usize,
+    /// The uplink was restarted (to drain new intakes' queues).
+    pub uplink_restarted: bool,
+    pub problems: Vec<String>,
 }
 
 impl Response {

@@ -3,7 +3,6 @@
 //! ```text
 //! <SHM_DIR>/<instance>/              instance = 16 hex digits of a hash of the spool folder
 //!     supervisor.lock                flock'd by the running supervisor (one per instance)
-//!     config.json                    the resolved configuration the workers boot from
 //!     doorbell                       futex word the ingest workers ring to wake the uplink
 //!     disk.budget                    the DISK_SPACE counter every process maps
 //!     uplink.lock                    flock'd by the uplink worker (one consumer of every ring)
@@ -32,8 +31,6 @@ const RING_PREFIX: &str = "intake-";
 const RING_SUFFIX: &str = ".ring";
 const JOURNAL_PREFIX: &str = "journal-";
 const SAVED_PREFIX: &str = "saved-";
-/// The configuration the supervisor hands to its workers.
-pub const CONFIG_FILE: &str = "config.json";
 pub const SUPERVISOR_LOCK: &str = "supervisor.lock";
 pub const UPLINK_LOCK: &str = "uplink.lock";
 const DOORBELL_FILE: &str = "doorbell";

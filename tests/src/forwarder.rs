@@ -238,6 +238,12 @@ impl Forwarder {
 
     /// Runs `sekoia-ctl` against this forwarder; returns (success, stdout, stderr).
     pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
+        let (code, out, err) = self.ctl_code(args);
+        (code == Some(0), out, err)
+    }
+
+    /// Runs `sekoia-ctl` against this forwarder; returns (exit code, stdout, stderr).
+    pub fn ctl_code(&self, args: &[&str]) -> (Option<i32>, String, String) {
         let out = Command::new(ctl_binary())
             .arg("--control-socket")
             .arg(self.control_socket())
@@ -245,10 +251,16 @@ impl Forwarder {
             .output()
             .expect("run sekoia-ctl");
         (
-            out.status.success(),
+            out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Sends SIGHUP to the supervisor (a reload).
+    pub fn sighup(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
     }
 
     pub fn pid(&self) -> u32 {

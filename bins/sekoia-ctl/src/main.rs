@@ -4,6 +4,7 @@
 //! refused (the message says why and what to do); 2 usage error; 3 a reload's configuration
 //! was rejected. `check` passes on the forwarder's own status.
 
+mod reload;
 mod table;
 
 use std::io::Write;
@@ -61,7 +62,7 @@ fn main() -> ExitCode {
             Some(every) => watch_status(&cli.control_socket, Duration::from_secs(every.max(1))),
             None => print_status(&cli.control_socket, json),
         },
-        CtlCommand::Reload => reload(&cli.control_socket),
+        CtlCommand::Reload => reload::run(&cli.control_socket),
         CtlCommand::Check { args } => check(&args),
     }
 }
@@ -73,29 +74,6 @@ fn fetch(socket: &std::path::Path) -> Result<StatusReport, ClientError> {
         ResponseBody::Error { message } => Err(ClientError::Refused(message)),
         ResponseBody::Reload(_) => Err(ClientError::Refused("answered another request".into())),
     }
-}
-
-/// Exit status of a reload whose configuration was rejected (as `check`'s).
-const EXIT_REJECTED: u8 = 3;
-
-fn reload(socket: &std::path::Path) -> ExitCode {
-    let outcome = match client::request(socket, &Request::new(Ask::Reload), ANSWER_TIMEOUT) {
-        Ok(response) => match response.body {
-            ResponseBody::Reload(outcome) => outcome,
-            ResponseBody::Error { message } => return fail(&ClientError::Refused(message)),
-            ResponseBody::Status(_) => return fail(&"the forwarder answered another request"),
-        },
-        Err(e) => return fail(&e),
-    };
-    if !outcome.applied {
-        eprintln!("reload rejected; the running configuration stays:");
-        for problem in &outcome.problems {
-            eprintln!("{problem}");
-        }
-        return ExitCode::from(EXIT_REJECTED);
-    }
-    println!("{}", table::reload_summary(&outcome));
-    ExitCode::SUCCESS
 }
 
 fn print_status(socket: &std::path::Path, json: bool) -> ExitCode {
@@ -154,7 +132,7 @@ fn check(args: &[String]) -> ExitCode {
     }
 }
 
-fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("sekoia-ctl: {e}");
     ExitCode::FAILURE
 }

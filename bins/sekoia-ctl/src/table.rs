@@ -218,34 +218,3 @@ mod tests {
         assert_eq!(duration(7_380), "2h03m");
     }
 }
-
-/// One line per kind of change of a reload that was applied.
-pub fn reload_summary(outcome: &sekoia_shared::control::ReloadOutcome) -> String {
-    let mut lines = vec![format!(
-        "configuration reloaded: {} added, {} changed, {} removed, {} unchanged",
-        outcome.added.len(),
-        outcome.changed.len(),
-        outcome.removed.len(),
-        outcome.unchanged
-    )];
-    let list = |names: &[String]| names.join(", ");
-    if !outcome.added.is_empty() {
-        lines.push(format!("  added:   {}", list(&outcome.added)));
-    }
-    if !outcome.changed.is_empty() {
-        lines.push(format!(
-            "  changed: {} (worker restarted; its port stayed open)",
-            list(&outcome.changed)
-        ));
-    }
-    if !outcome.removed.is_empty() {
-        lines.push(format!(
-            "  removed: {} (port closed; queued events are still delivered)",
-            list(&outcome.removed)
-        ));
-    }
-    if outcome.uplink_restarted {
-        lines.push("  uplink restarted to drain the new intakes' queues".to_string());
-    }
-    lines.join("\n")
-}

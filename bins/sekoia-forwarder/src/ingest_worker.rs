@@ -25,6 +25,7 @@ pub fn run(spec: WorkerSpec, label: &str) -> Result<()> {
     let WorkerRole::Ingest { intake } = spec.role else {
         bail!("an ingest worker was given another worker's specification");
     };
+    let intake = *intake;
     let key = QueueKey::of(&intake);
     if key.to_string() != label {
         bail!("the ingest worker of {label} was given the specification of {key}");

@@ -112,8 +112,10 @@ mod tests {
         sekoia_shared::config::load(args.settings.resolve().unwrap()).unwrap()
     }
 
-    const FW: &str = "name: Firewalls | protocol: tcp | port: 20516 | intake_key: K1AAAAAAAAAAAAAAAAAA";
-    const PX: &str = "name: Proxies | protocol: udp | port: 20517 | intake_key: K2AAAAAAAAAAAAAAAAAA";
+    const FW: &str =
+        "name: Firewalls | protocol: tcp | port: 20516 | intake_key: K1AAAAAAAAAAAAAAAAAA";
+    const PX: &str =
+        "name: Proxies | protocol: udp | port: 20517 | intake_key: K2AAAAAAAAAAAAAAAAAA";
 
     #[test]
     fn intakes_are_matched_by_queue_not_by_position() {
@@ -124,7 +126,8 @@ mod tests {
 
     #[test]
     fn a_new_protocol_on_the_same_port_is_a_removal_and_an_addition() {
-        let udp = "name: Firewalls | protocol: udp | port: 20516 | intake_key: K1AAAAAAAAAAAAAAAAAA";
+        let udp =
+            "name: Firewalls | protocol: udp | port: 20516 | intake_key: K1AAAAAAAAAAAAAAAAAA";
         let plan = Plan::between(&config(&[FW]), &config(&[udp]));
         assert_eq!(plan.added.len(), 1);
         assert_eq!(plan.removed.len(), 1);
@@ -134,7 +137,8 @@ mod tests {
 
     #[test]
     fn a_new_intake_key_changes_the_intake_and_keeps_the_uplink() {
-        let rekeyed = "name: Firewalls | protocol: tcp | port: 20516 | intake_key: K9AAAAAAAAAAAAAAAAAA";
+        let rekeyed =
+            "name: Firewalls | protocol: tcp | port: 20516 | intake_key: K9AAAAAAAAAAAAAAAAAA";
         let plan = Plan::between(&config(&[FW, PX]), &config(&[rekeyed, PX]));
         assert_eq!(plan.changed.len(), 1);
         assert_eq!(plan.unchanged, 1);

@@ -134,7 +134,7 @@ impl WorkerSet {
                     .find(|i| QueueKey::of(i) == *key)
                     .with_context(|| format!("intake \"{name}\" ({key}) is not configured"))?;
                 WorkerRole::Ingest {
-                    intake: intake.clone(),
+                    intake: Box::new(intake.clone()),
                 }
             }
             Role::Uplink => WorkerRole::Uplink,

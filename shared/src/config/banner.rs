@@ -62,7 +62,6 @@ fn push_stats(out: &mut String, cfg: &ForwarderConfig) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
 
     use super::*;
     use crate::config::fixtures::{intake, settings};

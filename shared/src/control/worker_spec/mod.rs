@@ -42,7 +42,7 @@ pub enum JournalSync {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum WorkerRole {
     /// Serves `intake` on the socket inherited as fd 3.
-    Ingest { intake: Intake },
+    Ingest { intake: Box<Intake> },
     /// Drains every ring of the instance to the destination.
     Uplink,
 }

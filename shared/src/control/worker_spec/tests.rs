@@ -10,7 +10,7 @@ fn spec() -> WorkerSpec {
         warnings: Vec::new(),
     };
     let role = WorkerRole::Ingest {
-        intake: config.intakes[0].clone(),
+        intake: Box::new(config.intakes[0].clone()),
     };
     WorkerSpec::new("/dev/shm/x/1".into(), JournalSync::Always, config, role)
 }

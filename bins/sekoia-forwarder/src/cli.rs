@@ -13,8 +13,10 @@ use sekoia_shared::{input, uplink};
 
 use crate::run_as::RunAs;
 
-/// Exit status for an invalid configuration (nothing was bound).
-pub const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit status when the configuration is rejected (nothing was bound or started), by `run`
+/// and `check` alike. The others: 0 OK, 1 a failure while running (or `check --connect`
+/// could not reach the destination), 2 a usage error (clap's own).
+pub const EXIT_BAD_CONFIG: u8 = 3;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -59,6 +61,10 @@ pub struct CheckArgs {
     /// Accepted so that `check` takes the same command line as `run`.
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    /// Also connect to the destination as the uplink does: resolve its name, open TCP, then
+    /// TLS verifying its certificate; each step is shown with its duration.
+    #[arg(long)]
+    pub connect: bool,
 }
 
 /// Where the supervisor keeps its shared-memory state, and who its workers run as.
@@ -122,33 +128,35 @@ pub fn load_config(
     args: &SettingsArgs,
     runtime: &RuntimeArgs,
 ) -> Result<(ForwarderConfig, Option<RunAs>), ExitCode> {
-    let settings = args.resolve().map_err(|e| bad_config(&e))?;
-    let run_as = RunAs::resolve(runtime.user.as_deref());
-    let cfg = match config::load(settings) {
-        Ok(cfg) => cfg,
-        Err(mut errors) => {
-            errors.0.extend(run_as.err());
-            return Err(bad_config(&errors));
-        }
-    };
-    let (run_as, mut problems) = match run_as {
-        Ok(run_as) => (run_as, Vec::new()),
-        Err(problem) => (None, vec![problem]),
-    };
-    problems.extend(environment_problems(&cfg, run_as.as_ref()));
-    if !problems.is_empty() {
-        return Err(bad_config(&config::ConfigErrors(problems)));
-    }
+    let (examined, run_as) = examine(args, runtime);
+    let cfg = examined.into_result().map_err(|e| bad_config(&e))?;
     for warning in &cfg.warnings {
         eprintln!("warning: {warning}");
     }
     Ok((cfg, run_as))
 }
 
+/// One pass over everything `run` and `check` both look at: settings, intake files, the
+/// workers' user, certificates, spool. Every problem is kept, none hides another.
+fn examine(args: &SettingsArgs, runtime: &RuntimeArgs) -> (config::Examined, Option<RunAs>) {
+    let mut examined = config::examine(args);
+    let run_as = RunAs::resolve(runtime.user.as_deref()).unwrap_or_else(|problem| {
+        examined.problems.push(problem);
+        None
+    });
+    let found = environment_problems(&examined.config, run_as.as_ref(), &examined.problems);
+    examined.problems.extend(found);
+    (examined, run_as)
+}
+
 /// Checks what the workers will need from the machine: the TLS intakes' key pairs, the
 /// uplink's trust store, a writable spool directory; with a workers' user, that this user
 /// can read the files and use the spool folder.
-fn environment_problems(cfg: &ForwarderConfig, run_as: Option<&RunAs>) -> Vec<config::Problem> {
+fn environment_problems(
+    cfg: &ForwarderConfig,
+    run_as: Option<&RunAs>,
+    known: &[config::Problem],
+) -> Vec<config::Problem> {
     let mut problems = Vec::new();
     let spool = &cfg.settings.spool_dir;
     if let Err(e) = spool_usable(spool) {
@@ -192,19 +200,22 @@ fn environment_problems(cfg: &ForwarderConfig, run_as: Option<&RunAs>) -> Vec<co
             }
         }
     }
-    if let Err(e) = uplink::client_config(cfg.settings.ca_file.as_deref()) {
+    // An unreadable CA file is listed already (`config::load`): once is enough.
+    let ca_listed = known.iter().any(|p| p.entry == config::CA_FILE_SETTING);
+    let trust = (!ca_listed).then(|| uplink::client_config(cfg.settings.ca_file.as_deref()));
+    if let Some(Err(e)) = trust {
         problems.push(config::Problem::setting(
-            "--ca-file / SEKOIA_CA_FILE",
+            config::CA_FILE_SETTING,
             format!("the uplink trust store cannot be built: {e}"),
             "give a readable PEM file with the CA certificate(s) of the destination",
         ));
     }
     if let Some(run_as) = run_as {
         problems.extend(run_as.spool_problems(spool));
-        if let Some(ca) = &cfg.settings.ca_file {
+        if let Some(ca) = cfg.settings.ca_file.as_ref().filter(|_| !ca_listed) {
             if let Some(what) = run_as.unreadable(ca) {
                 problems.push(config::Problem::setting(
-                    "--ca-file / SEKOIA_CA_FILE",
+                    config::CA_FILE_SETTING,
                     what,
                     run_as.read_fix(ca),
                 ));
@@ -220,26 +231,59 @@ fn bad_config(errors: &config::ConfigErrors) -> ExitCode {
     ExitCode::from(EXIT_BAD_CONFIG)
 }
 
-/// `sekoia-forwarder check`: load and validate everything, bind nothing.
-pub fn check(args: &SettingsArgs, runtime: &RuntimeArgs) -> ExitCode {
-    match load_config(args, runtime) {
-        Ok((cfg, run_as)) => {
-            println!(
-                "configuration OK: {} intake(s){}, destination {}:{}{}",
-                cfg.intakes.len(),
-                if cfg.stats.is_some() {
-                    " + a monitoring entry (its reports are not sent yet)"
-                } else {
-                    ""
-                },
-                cfg.settings.destination.host,
-                cfg.settings.destination.port,
-                run_as.map_or(String::new(), |u| format!(", workers run as {}", u.name))
-            );
-            warn_if_disk_space_exceeds_fs(&cfg.settings.spool_dir, cfg.settings.disk_space);
+/// `sekoia-forwarder check`: everything `run` checks, plus the ports and the room in
+/// `SHM_DIR`, every problem listed in one pass; binds nothing for longer than a test, and
+/// changes nothing on disk. With `--connect`, then reaches the destination.
+pub fn check(args: &CheckArgs) -> ExitCode {
+    let (mut examined, run_as) = examine(&args.settings, &args.runtime);
+    let ports = crate::check_ports::probe(&examined.config.intakes);
+    examined.problems.extend(ports.problems);
+    examined.config.warnings.extend(ports.warnings);
+    match crate::check_shm::problem(&examined.config, &args.runtime.shm_dir) {
+        Ok(found) => examined.problems.extend(found),
+        Err(warning) => examined.config.warnings.push(warning),
+    }
+    let cfg = match examined.into_result() {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            if args.connect {
+                eprintln!("--connect: not tried; fix the configuration first");
+            }
+            return bad_config(&errors);
+        }
+    };
+    for warning in &cfg.warnings {
+        eprintln!("warning: {warning}");
+    }
+    println!(
+        "configuration OK: {} intake(s){}, destination {}:{}{}",
+        cfg.intakes.len(),
+        if cfg.stats.is_some() {
+            " + a monitoring entry (its reports are not sent yet)"
+        } else {
+            ""
+        },
+        cfg.settings.destination.host,
+        cfg.settings.destination.port,
+        run_as.map_or(String::new(), |u| format!(", workers run as {}", u.name))
+    );
+    warn_if_disk_space_exceeds_fs(&cfg.settings.spool_dir, cfg.settings.disk_space);
+    if !args.connect {
+        return ExitCode::SUCCESS;
+    }
+    let dest = &cfg.settings.destination;
+    match crate::check_connect::connect(dest, cfg.settings.ca_file.as_deref()) {
+        Ok(()) => {
+            println!("connect OK: {dest} accepts TLS with a certificate this forwarder trusts");
             ExitCode::SUCCESS
         }
-        Err(code) => code,
+        Err(failed) => {
+            eprintln!(
+                "connect to {dest} failed at step {}: {}",
+                failed.step, failed.why
+            );
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -48,6 +48,7 @@ pub fn run(cfg: ForwarderConfig, runtime_args: &RuntimeArgs, run_as: Option<&Run
         info!(user = %user.name, uid = %user.uid, gid = %user.gid,
             "workers run as this user; the supervisor keeps root to hold the ports");
     }
+    crate::check_shm::refuse_if_too_small(&cfg, &runtime.shm_dir)?;
     let (instance, budget) = as_user(run_as, || prepare_state(&cfg, runtime))?;
     let listeners = bind_all(&cfg.intakes)?;
 
@@ -189,7 +190,7 @@ fn bind_with_retry(intake: &Intake) -> Result<OwnedFd> {
 
 /// A dual-stack socket on every address (as the reference's rsyslog listens), IPv4 only where
 /// the host has IPv6 disabled.
-fn bind(intake: &Intake) -> std::io::Result<OwnedFd> {
+pub(crate) fn bind(intake: &Intake) -> std::io::Result<OwnedFd> {
     let ty = match intake.protocol {
         Protocol::Udp => Type::DGRAM,
         Protocol::Tcp | Protocol::Tls => Type::STREAM,

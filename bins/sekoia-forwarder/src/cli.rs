@@ -38,7 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the forwarder (the default when no command is given).
     Run(RunArgs),
-    /// Validate the configuration, certificates and settings; exit 0 or list every problem.
+    /// Validate settings, intake files, certificates, ports and the room for the rings; exit 0,
+    /// or 3 listing every problem (1 when --connect cannot reach the destination).
     Check(CheckArgs),
     #[command(hide = true)]
     IngestWorker(IngestWorkerArgs),

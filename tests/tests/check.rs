@@ -9,7 +9,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use sekoia_tests::forwarder::{binary, ctl_binary};
-use sekoia_tests::{free_port_both, free_tcp_port, is_listening, wait_until, TestCerts, TlsSink};
+use sekoia_tests::{
+    free_port_both, free_tcp_port, is_listening, wait_until, ForwarderBuilder, TestCerts, TlsSink,
+};
 
 const KEY: &str = "CheckIntakeKey0123456789";
 
@@ -176,6 +178,40 @@ fn check_reports_tcp_and_udp_ports_held_by_another_socket() {
     let out = setup.check(&[]);
     assert_eq!(out.code, 0, "{}", out.text());
     assert!(!is_listening(tcp_port));
+}
+
+#[test]
+fn check_reports_the_ports_of_a_forwarder_already_running_with_this_configuration() {
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let sink = TlsSink::start(&certs);
+    let port = free_tcp_port();
+    let yaml = format!("intakes:\n{}", tcp_intake("Running", port.into()));
+    let mut running = ForwarderBuilder::new(&yaml, sink.port)
+        .ca_file(&certs.ca_pem)
+        .start();
+    let mut cmd = Command::new(binary());
+    cmd.arg("check")
+        .arg("--config")
+        .arg(&running.config)
+        .arg("--spool-dir")
+        .arg(&running.spool)
+        .arg("--shm-dir")
+        .arg(running.shm.path())
+        .arg("--extended-conf")
+        .arg(running.dir.path().join("extended_conf"))
+        .args(["--region", "OTHER", "--endpoint", "127.0.0.1:10514"]);
+    let out = Outcome::of(cmd.output().expect("run check"));
+    running.terminate(Duration::from_secs(30));
+    assert_eq!(out.code, 3, "{}", out.text());
+    assert!(
+        out.stderr.contains(&format!(
+            "TCP port {port} is already in use on this host: another program holds it, or a sekoia-forwarder with this configuration is already running"
+        )),
+        "{}",
+        out.text()
+    );
+    // Its own rings, already in SHM_DIR, are not counted twice against the room.
+    assert!(!out.stderr.contains("SHM_DIR"), "{}", out.text());
 }
 
 #[test]

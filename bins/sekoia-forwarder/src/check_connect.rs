@@ -42,12 +42,12 @@ pub fn connect(dest: &Destination, ca_file: Option<&std::path::Path>) -> Result<
     let addrs = resolve(dest).map_err(|why| fail("resolve", why))?;
     let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
     println!(
-        "resolve {}: {} address{} ({}) ({})",
+        "resolve {}: {} address{} ({}): {}",
         dest.host,
         addrs.len(),
         if addrs.len() == 1 { "" } else { "es" },
-        list.join(", "),
-        ms(started)
+        ms(started),
+        list.join(", ")
     );
 
     let mut tcp = open_tcp(&addrs).map_err(|why| fail("connect", why))?;

@@ -247,10 +247,11 @@ pub fn check(args: &CheckArgs) -> ExitCode {
     let cfg = match examined.into_result() {
         Ok(cfg) => cfg,
         Err(errors) => {
+            let code = bad_config(&errors);
             if args.connect {
                 eprintln!("--connect: not tried; fix the configuration first");
             }
-            return bad_config(&errors);
+            return code;
         }
     };
     for warning in &cfg.warnings {

@@ -146,7 +146,7 @@ impl SettingsArgs {
 
     /// Every bad value reported, with the default standing in for it (`FRA1` for a bad
     /// region or endpoint), so that the intake files can still be checked in the same pass.
-    pub fn resolve_lenient(&self) -> (Settings, Vec<Problem>) {
+    pub(crate) fn resolve_lenient(&self) -> (Settings, Vec<Problem>) {
         let extended = self.extended_conf.clone().or_else(|| {
             let default = Path::new(DEFAULT_EXTENDED_CONF);
             default.is_dir().then(|| default.to_path_buf())

@@ -139,7 +139,10 @@ pub fn load_config(
 
 /// One pass over everything `run` and `check` both look at: settings, intake files, the
 /// workers' user, certificates, spool. Every problem is kept, none hides another.
-fn examine(args: &SettingsArgs, runtime: &RuntimeArgs) -> (config::Examined, Option<RunAs>) {
+pub(crate) fn examine(
+    args: &SettingsArgs,
+    runtime: &RuntimeArgs,
+) -> (config::Examined, Option<RunAs>) {
     let mut examined = config::examine(args);
     let run_as = RunAs::resolve(runtime.user.as_deref()).unwrap_or_else(|problem| {
         examined.problems.push(problem);
@@ -226,85 +229,10 @@ fn environment_problems(
     problems
 }
 
-fn bad_config(errors: &config::ConfigErrors) -> ExitCode {
+pub(crate) fn bad_config(errors: &config::ConfigErrors) -> ExitCode {
     eprintln!("{errors}");
     eprintln!("sekoia-forwarder: configuration rejected, nothing was started");
     ExitCode::from(EXIT_BAD_CONFIG)
-}
-
-/// `sekoia-forwarder check`: everything `run` checks, plus the ports and the room in
-/// `SHM_DIR`, every problem listed in one pass; binds nothing for longer than a test, and
-/// changes nothing on disk. With `--connect`, then reaches the destination.
-pub fn check(args: &CheckArgs) -> ExitCode {
-    let (mut examined, run_as) = examine(&args.settings, &args.runtime);
-    let ports = crate::check_ports::probe(&examined.config.intakes);
-    examined.problems.extend(ports.problems);
-    examined.config.warnings.extend(ports.warnings);
-    match crate::check_shm::problem(&examined.config, &args.runtime.shm_dir) {
-        Ok(found) => examined.problems.extend(found),
-        Err(warning) => examined.config.warnings.push(warning),
-    }
-    let cfg = match examined.into_result() {
-        Ok(cfg) => cfg,
-        Err(errors) => {
-            let code = bad_config(&errors);
-            if args.connect {
-                eprintln!("--connect: not tried; fix the configuration first");
-            }
-            return code;
-        }
-    };
-    for warning in &cfg.warnings {
-        eprintln!("warning: {warning}");
-    }
-    println!(
-        "configuration OK: {} intake(s){}, destination {}:{}{}",
-        cfg.intakes.len(),
-        if cfg.stats.is_some() {
-            " + a monitoring entry (its reports are not sent yet)"
-        } else {
-            ""
-        },
-        cfg.settings.destination.host,
-        cfg.settings.destination.port,
-        run_as.map_or(String::new(), |u| format!(", workers run as {}", u.name))
-    );
-    warn_if_disk_space_exceeds_fs(&cfg.settings.spool_dir, cfg.settings.disk_space);
-    if !args.connect {
-        return ExitCode::SUCCESS;
-    }
-    let dest = &cfg.settings.destination;
-    match crate::check_connect::connect(dest, cfg.settings.ca_file.as_deref()) {
-        Ok(()) => {
-            println!("connect OK: {dest} accepts TLS with a certificate this forwarder trusts");
-            ExitCode::SUCCESS
-        }
-        Err(failed) => {
-            eprintln!(
-                "connect to {dest} failed at step {}: {}",
-                failed.step, failed.why
-            );
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `check`: a warning (not an error) when `DISK_SPACE` is more than the spool's file system
-/// can hold; the forwarder then limits its disk queue to what it can hold.
-fn warn_if_disk_space_exceeds_fs(spool: &std::path::Path, disk_space: u64) {
-    use sekoia_shared::queue::{scan_usage, FsRoom};
-    let Ok(room) = FsRoom::of(spool) else {
-        return;
-    };
-    let holds = room.room_for_journals(scan_usage(spool).unwrap_or(0));
-    if disk_space > holds {
-        eprintln!(
-            "warning: DISK_SPACE ({disk_space} bytes) is more than the file system of SPOOL_DIR ({}) can hold: {holds} bytes ({} free, minus a reserve of {}); the forwarder will queue at most that much on disk",
-            spool.display(),
-            room.available,
-            room.reserve
-        );
-    }
 }
 
 /// Whether `dir` can be the spool, without changing anything on disk (`check` must not): an

@@ -6,6 +6,7 @@
 //! configuration, rings, doorbell), their intake id, and their listening socket as fd 3
 //! (systemd's `LISTEN_FDS` convention).
 
+mod check;
 mod check_connect;
 mod check_ports;
 mod check_shm;
@@ -37,7 +38,7 @@ fn main() -> ExitCode {
     match cli.command {
         None => run_supervisor(&cli.settings, &cli.runtime),
         Some(Command::Run(args)) => run_supervisor(&args.settings, &args.runtime),
-        Some(Command::Check(args)) => cli::check(&args),
+        Some(Command::Check(args)) => check::run(&args),
         Some(Command::IngestWorker(args)) => {
             logging::init("ingest");
             report(ingest_worker::run(&args))

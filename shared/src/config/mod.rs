@@ -1,10 +1,13 @@
 //! Configuration: flags and environment (`args`), `intakes.yaml` plus the extended files
 //! (`intakes`), and their validation (`validate`), ending in one [`ForwarderConfig`].
 //!
-//! Who is on the other side: the supervisor calls [`SettingsArgs::resolve`] then [`load`]
-//! before binding anything, prints [`banner`] and `warnings`, and hands the result to its
-//! workers (every type here is `Serialize`/`Deserialize` so it can travel to them).
-//! `sekoia-forwarder check` calls the same two functions and prints [`ConfigErrors`].
+//! Who is on the other side: `run` and `check` call [`examine`] (settings and every intake
+//! file in one pass: a bad setting hides no problem of the files), add their checks of the
+//! machine to [`Examined::problems`], and take [`Examined::into_result`]: a valid
+//! configuration, or every problem ([`ConfigErrors`]). The supervisor prints [`banner`] and
+//! `warnings` and hands the configuration to its workers (every type here is
+//! `Serialize`/`Deserialize` so it can travel to them). [`load`] does the same from
+//! already resolved [`Settings`].
 //!
 //! Invariants of a loaded [`ForwarderConfig`] (`load` refuses to return one otherwise):
 //! - every `Intake` has a valid protocol, a port in 1..=65535 that no other intake of the

@@ -49,7 +49,7 @@ fn invalid_config_lists_every_problem_and_binds_nothing() {
          - name: NoKey\n  protocol: udp\n  port: 20519\n"
     );
     let (code, _out, err, _dir) = run(&[], &yaml);
-    assert_eq!(code, 2, "configuration problems exit with status 2:\n{err}");
+    assert_eq!(code, 3, "configuration problems exit with status 3:\n{err}");
     assert!(!err.contains("cannot listen"), "{err}");
     for needle in [
         "BadPort",
@@ -68,13 +68,28 @@ fn invalid_config_lists_every_problem_and_binds_nothing() {
 }
 
 #[test]
+fn run_lists_a_bad_region_and_the_intake_file_problems_together() {
+    let yaml = "intakes:\n- name: BadPort\n  protocol: tcp\n  port: 70000\n  intake_key: GoodKey0123456789\n";
+    let (code, _out, err, _dir) = run(&["--region", "MARS1"], yaml);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("2 configuration problems"), "{err}");
+    assert!(err.contains("MARS1") && err.contains("70000"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2_as_clap_does() {
+    let (code, _out, err, _dir) = run(&["check", "--no-such-flag"], "intakes: []\n");
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
 fn check_accepts_a_valid_config_and_rejects_an_unknown_region() {
     let port = free_tcp_port();
     let yaml = format!("intakes:\n- name: Good\n  protocol: tcp\n  port: {port}\n  intake_key: GoodKey0123456789\n");
     let (code, out, err, _dir) = run(&["check"], &yaml);
     assert_eq!(code, 0, "{out}{err}");
     let (code, _out, err, _dir) = run(&["check", "--region", "MARS1"], &yaml);
-    assert_ne!(code, 0);
+    assert_eq!(code, 3, "{err}");
     assert!(err.contains("MARS1"), "{err}");
 }
 
@@ -110,7 +125,7 @@ fn unwritable_spool_directory_is_a_listed_problem() {
     std::fs::write(&blocker, b"not a directory").unwrap();
     let spool = blocker.join("spool");
     let (code, _out, err, _d) = run(&["check", "--spool-dir", spool.to_str().unwrap()], &yaml);
-    assert_ne!(code, 0);
+    assert_eq!(code, 3, "{err}");
     assert!(
         err.contains("SPOOL_DIR") && err.contains(spool.to_str().unwrap()),
         "{err}"
@@ -131,7 +146,7 @@ fn tls_intake_with_an_unusable_key_is_a_listed_problem() {
     std::fs::write(certs.join("server.key"), b"not a key at all\n").unwrap();
     let yaml = format!("intakes:\n- name: Secure\n  protocol: tls\n  port: {port}\n  intake_key: GoodKey0123456789\n");
     let (code, _out, err, _d) = run(&["check", "--certs-dir", certs.to_str().unwrap()], &yaml);
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 3, "{err}");
     assert!(
         err.contains("Secure") && err.contains("server."),
         "names the intake and the file:\n{err}"

@@ -75,7 +75,7 @@ fn check(mode: u32, args: &[&str]) -> (i32, String) {
 fn unknown_user_is_a_configuration_error() {
     let (code, err) = check(0o755, &["--user", "no-such-user-sekoia"]);
     assert_eq!(
-        code, 2,
+        code, 3,
         "an unknown user is a configuration problem:\n{err}"
     );
     assert!(err.contains("RUN_AS_USER"), "{err}");
@@ -89,7 +89,7 @@ fn unknown_user_is_a_configuration_error() {
 fn spool_the_user_cannot_reach_is_a_configuration_error() {
     // The spool folder is inside a folder of ours that only we may search.
     let (code, err) = check(0o700, &["--user", "nobody"]);
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 3, "{err}");
     if geteuid().is_root() {
         assert!(
             err.contains("user nobody cannot reach the spool folder"),
@@ -109,7 +109,7 @@ fn workers_run_as_the_named_user_and_deliver_exactly() {
     if !geteuid().is_root() {
         // Only root can switch users: the same setting is then refused, clearly.
         let (code, err) = check(0o755, &["--user", "nobody"]);
-        assert_eq!(code, 2, "{err}");
+        assert_eq!(code, 3, "{err}");
         assert!(err.contains("only root can switch"), "{err}");
         return;
     }

@@ -274,7 +274,7 @@ fn check_warns_about_a_readable_key_and_refuses_client_auth_without_a_ca() {
     );
     assert!(text.contains(&fix), "{text}");
     let (code, text) = check("  tls_client_auth: required\n");
-    assert_eq!(code, Some(2), "{text}");
+    assert_eq!(code, Some(3), "{text}");
     assert!(
         text.contains(
             "intake \"Secure In\": field \"tls_client_auth\": verifying clients needs a CA"

@@ -14,8 +14,10 @@ use sekoia_shared::{input, uplink};
 
 use crate::run_as::RunAs;
 
-/// Exit status for an invalid configuration (nothing was bound).
-pub const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit status when the configuration is rejected (nothing was bound or started), by `run`
+/// and `check` alike. The others: 0 OK, 1 a failure while running (or `check --connect`
+/// could not reach the destination), 2 a usage error (clap's own).
+pub const EXIT_BAD_CONFIG: u8 = 3;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,7 +39,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the forwarder (the default when no command is given).
     Run(RunArgs),
-    /// Validate the configuration, certificates and settings; exit 0 or list every problem.
+    /// Validate settings, intake files, certificates, ports and the room for the rings; exit 0,
+    /// or 3 listing every problem (1 when --connect cannot reach the destination).
     Check(CheckArgs),
     #[command(hide = true)]
     IngestWorker(IngestWorkerArgs),
@@ -60,6 +63,10 @@ pub struct CheckArgs {
     /// Accepted so that `check` takes the same command line as `run`.
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    /// Also connect to the destination as the uplink does: resolve its name, open TCP, then
+    /// TLS verifying its certificate; each step is shown with its duration.
+    #[arg(long)]
+    pub connect: bool,
 }
 
 /// Where the supervisor keeps its shared-memory state, and who its workers run as.
@@ -101,27 +108,28 @@ pub fn load_config(
     args: &SettingsArgs,
     runtime: &RuntimeArgs,
 ) -> Result<(ForwarderConfig, Option<RunAs>), ExitCode> {
-    let settings = args.resolve().map_err(|e| bad_config(&e))?;
-    let run_as = RunAs::resolve(runtime.user.as_deref());
-    let cfg = match config::load(settings) {
-        Ok(cfg) => cfg,
-        Err(mut errors) => {
-            errors.0.extend(run_as.err());
-            return Err(bad_config(&errors));
-        }
-    };
-    let (run_as, mut problems) = match run_as {
-        Ok(run_as) => (run_as, Vec::new()),
-        Err(problem) => (None, vec![problem]),
-    };
-    problems.extend(environment_problems(&cfg, run_as.as_ref()));
-    if !problems.is_empty() {
-        return Err(bad_config(&config::ConfigErrors(problems)));
-    }
+    let (examined, run_as) = examine(args, runtime);
+    let cfg = examined.into_result().map_err(|e| bad_config(&e))?;
     for warning in &cfg.warnings {
         eprintln!("warning: {warning}");
     }
     Ok((cfg, run_as))
+}
+
+/// One pass over everything `run` and `check` both look at: settings, intake files, the
+/// workers' user, certificates, spool. Every problem is kept, none hides another.
+pub(crate) fn examine(
+    args: &SettingsArgs,
+    runtime: &RuntimeArgs,
+) -> (config::Examined, Option<RunAs>) {
+    let mut examined = config::examine(args);
+    let run_as = RunAs::resolve(runtime.user.as_deref()).unwrap_or_else(|problem| {
+        examined.problems.push(problem);
+        None
+    });
+    let found = environment_problems(&examined.config, run_as.as_ref(), &examined.problems);
+    examined.problems.extend(found);
+    (examined, run_as)
 }
 
 /// A reload's configuration: the intake files read again under the settings in force (flags
@@ -131,11 +139,10 @@ pub fn reload_config(
     settings: config::Settings,
     run_as: Option<&RunAs>,
 ) -> Result<ForwarderConfig, config::ConfigErrors> {
-    let cfg = config::load(settings)?;
-    let problems = environment_problems(&cfg, run_as);
-    if !problems.is_empty() {
-        return Err(config::ConfigErrors(problems));
-    }
+    let mut examined = config::examine_files(settings);
+    let found = environment_problems(&examined.config, run_as, &examined.problems);
+    examined.problems.extend(found);
+    let cfg = examined.into_result()?;
     for warning in &cfg.warnings {
         tracing::warn!("reload: {warning}");
     }
@@ -145,7 +152,11 @@ pub fn reload_config(
 /// Checks what the workers will need from the machine: the TLS intakes' key pairs, the
 /// uplink's trust store, a writable spool directory; with a workers' user, that this user
 /// can read the files and use the spool folder.
-fn environment_problems(cfg: &ForwarderConfig, run_as: Option<&RunAs>) -> Vec<config::Problem> {
+fn environment_problems(
+    cfg: &ForwarderConfig,
+    run_as: Option<&RunAs>,
+    known: &[config::Problem],
+) -> Vec<config::Problem> {
     let mut problems = Vec::new();
     let spool = &cfg.settings.spool_dir;
     if let Err(e) = spool_usable(spool) {
@@ -189,19 +200,22 @@ fn environment_problems(cfg: &ForwarderConfig, run_as: Option<&RunAs>) -> Vec<co
             }
         }
     }
-    if let Err(e) = uplink::client_config(cfg.settings.ca_file.as_deref()) {
+    // An unreadable CA file is listed already (`config::load`): once is enough.
+    let ca_listed = known.iter().any(|p| p.entry == config::CA_FILE_SETTING);
+    let trust = (!ca_listed).then(|| uplink::client_config(cfg.settings.ca_file.as_deref()));
+    if let Some(Err(e)) = trust {
         problems.push(config::Problem::setting(
-            "--ca-file / SEKOIA_CA_FILE",
+            config::CA_FILE_SETTING,
             format!("the uplink trust store cannot be built: {e}"),
             "give a readable PEM file with the CA certificate(s) of the destination",
         ));
     }
     if let Some(run_as) = run_as {
         problems.extend(run_as.spool_problems(spool));
-        if let Some(ca) = &cfg.settings.ca_file {
+        if let Some(ca) = cfg.settings.ca_file.as_ref().filter(|_| !ca_listed) {
             if let Some(what) = run_as.unreadable(ca) {
                 problems.push(config::Problem::setting(
-                    "--ca-file / SEKOIA_CA_FILE",
+                    config::CA_FILE_SETTING,
                     what,
                     run_as.read_fix(ca),
                 ));
@@ -211,51 +225,10 @@ fn environment_problems(cfg: &ForwarderConfig, run_as: Option<&RunAs>) -> Vec<co
     problems
 }
 
-fn bad_config(errors: &config::ConfigErrors) -> ExitCode {
+pub(crate) fn bad_config(errors: &config::ConfigErrors) -> ExitCode {
     eprintln!("{errors}");
     eprintln!("sekoia-forwarder: configuration rejected, nothing was started");
     ExitCode::from(EXIT_BAD_CONFIG)
-}
-
-/// `sekoia-forwarder check`: load and validate everything, bind nothing.
-pub fn check(args: &SettingsArgs, runtime: &RuntimeArgs) -> ExitCode {
-    match load_config(args, runtime) {
-        Ok((cfg, run_as)) => {
-            println!(
-                "configuration OK: {} intake(s){}, destination {}:{}{}",
-                cfg.intakes.len(),
-                if cfg.stats.is_some() {
-                    " + a monitoring entry (its reports are not sent yet)"
-                } else {
-                    ""
-                },
-                cfg.settings.destination.host,
-                cfg.settings.destination.port,
-                run_as.map_or(String::new(), |u| format!(", workers run as {}", u.name))
-            );
-            warn_if_disk_space_exceeds_fs(&cfg.settings.spool_dir, cfg.settings.disk_space);
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
-    }
-}
-
-/// `check`: a warning (not an error) when `DISK_SPACE` is more than the spool's file system
-/// can hold; the forwarder then limits its disk queue to what it can hold.
-fn warn_if_disk_space_exceeds_fs(spool: &std::path::Path, disk_space: u64) {
-    use sekoia_shared::queue::{scan_usage, FsRoom};
-    let Ok(room) = FsRoom::of(spool) else {
-        return;
-    };
-    let holds = room.room_for_journals(scan_usage(spool).unwrap_or(0));
-    if disk_space > holds {
-        eprintln!(
-            "warning: DISK_SPACE ({disk_space} bytes) is more than the file system of SPOOL_DIR ({}) can hold: {holds} bytes ({} free, minus a reserve of {}); the forwarder will queue at most that much on disk",
-            spool.display(),
-            room.available,
-            room.reserve
-        );
-    }
 }
 
 /// Whether `dir` can be the spool, without changing anything on disk (`check` must not): an

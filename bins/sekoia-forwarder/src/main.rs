@@ -7,6 +7,10 @@
 //! role) and, for an ingest worker, its listening socket as fd 3 (systemd's `LISTEN_FDS`
 //! convention).
 
+mod check;
+mod check_connect;
+mod check_ports;
+mod check_shm;
 mod cli;
 mod ingest_worker;
 mod input_report;
@@ -37,7 +41,7 @@ fn main() -> ExitCode {
     match cli.command {
         None => run_supervisor(&cli.settings, &cli.runtime),
         Some(Command::Run(args)) => run_supervisor(&args.settings, &args.runtime),
-        Some(Command::Check(args)) => cli::check(&args.settings, &args.runtime),
+        Some(Command::Check(args)) => check::run(&args),
         Some(Command::IngestWorker(args)) => {
             logging::init("ingest");
             report(read_spec().and_then(|spec| ingest_worker::run(spec, &args.intake)))
@@ -86,10 +90,16 @@ fn journal_options(
     )
 }
 
-/// Prints a fatal error with its whole cause chain and turns it into exit status 1.
+/// Prints a fatal error with its whole cause chain and turns it into exit status 1, or 3
+/// when the start found the configuration unusable here (`cli::EXIT_BAD_CONFIG`).
 fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<sekoia_shared::config::ConfigErrors>() => {
+            eprintln!("{e}");
+            eprintln!("sekoia-forwarder: configuration rejected, nothing was started");
+            ExitCode::from(cli::EXIT_BAD_CONFIG)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("sekoia-forwarder: {e:#}");

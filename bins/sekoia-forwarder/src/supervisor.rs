@@ -50,6 +50,7 @@ pub fn run(cfg: ForwarderConfig, runtime_args: &RuntimeArgs, run_as: Option<&Run
         info!(user = %user.name, uid = %user.uid, gid = %user.gid,
             "workers run as this user; the supervisor keeps root to hold the ports");
     }
+    crate::check_shm::refuse_if_too_small(&cfg, &runtime.shm_dir)?;
     let (instance, budget) = as_user(run_as, || prepare_state(&cfg, runtime))?;
     let listeners = bind_all(&cfg.intakes)?;
 
@@ -190,7 +191,7 @@ fn bind_with_retry(intake: &Intake) -> Result<OwnedFd> {
 
 /// A dual-stack socket on every address (as the reference's rsyslog listens), IPv4 only where
 /// the host has IPv6 disabled.
-fn bind(intake: &Intake) -> std::io::Result<OwnedFd> {
+pub(crate) fn bind(intake: &Intake) -> std::io::Result<OwnedFd> {
     let ty = match intake.protocol {
         Protocol::Udp => Type::DGRAM,
         Protocol::Tcp | Protocol::Tls => Type::STREAM,
@@ -270,7 +271,7 @@ async fn supervise(
             _ = sigchld.recv() => workers.reap(),
             _ = sighup.recv() => {
                 info!("SIGHUP: reloading the configuration");
-                reload(&mut cfg, &mut workers, instance.dir(), run_as);
+                reload(&mut cfg, &mut workers, instance.dir(), runtime, run_as);
             }
             Some((pid, line)) = channels.reports.recv() => {
                 if workers.is_worker(pid) {
@@ -282,7 +283,7 @@ async fn supervise(
                 let response = match request.command {
                     Command::Reload => {
                         info!("sekoia-ctl reload: reloading the configuration");
-                        let outcome = reload(&mut cfg, &mut workers, instance.dir(), run_as);
+                        let outcome = reload(&mut cfg, &mut workers, instance.dir(), runtime, run_as);
                         Response::new(ResponseBody::Reload(outcome))
                     }
                     Command::Status => {
@@ -354,6 +355,7 @@ fn reload(
     cfg: &mut Arc<ForwarderConfig>,
     workers: &mut WorkerSet,
     state: &InstanceDir,
+    runtime: &RuntimeArgs,
     run_as: Option<&RunAs>,
 ) -> ReloadOutcome {
     let new = match crate::cli::reload_config(cfg.settings.clone(), run_as) {
@@ -363,6 +365,11 @@ fn reload(
     let plan = Plan::between(cfg, &new);
     let mut listeners = Vec::new();
     let mut problems = Vec::new();
+    match crate::check_shm::problem(&new, &runtime.shm_dir) {
+        Ok(None) => {}
+        Ok(Some(problem)) => return rejected(vec![problem.to_string()]),
+        Err(warning) => warn!("reload: {warning}"),
+    }
     for intake in &plan.added {
         let listener = reusable_listener(workers, &plan, intake).map_or_else(|| bind(intake), Ok);
         match listener {

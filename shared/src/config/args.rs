@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::problem::{ConfigErrors, Problem};
-use crate::config::region::Region;
+use crate::config::region::{Destination, Region, UPLINK_PORT};
 use crate::config::size::parse_size;
 use crate::config::Settings;
 
@@ -136,6 +136,25 @@ impl SettingsArgs {
         &self,
         extended_conf_dir: Option<PathBuf>,
     ) -> Result<Settings, ConfigErrors> {
+        let (settings, problems) = self.resolve_lenient_with(extended_conf_dir);
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+
+    /// Every bad value reported, with the default standing in for it (`FRA1` for a bad
+    /// region or endpoint), so that the intake files can still be checked in the same pass.
+    pub(crate) fn resolve_lenient(&self) -> (Settings, Vec<Problem>) {
+        let extended = self.extended_conf.clone().or_else(|| {
+            let default = Path::new(DEFAULT_EXTENDED_CONF);
+            default.is_dir().then(|| default.to_path_buf())
+        });
+        self.resolve_lenient_with(extended)
+    }
+
+    fn resolve_lenient_with(&self, extended_conf_dir: Option<PathBuf>) -> (Settings, Vec<Problem>) {
         let mut problems = Vec::new();
         let mut bad = |setting: &str, what: String, fix: &str| {
             problems.push(Problem::setting(setting, what, fix))
@@ -272,27 +291,36 @@ impl SettingsArgs {
             },
         };
 
-        match (region, destination) {
-            (Ok(region), Ok(destination)) if problems.is_empty() => Ok(Settings {
-                config_path: self.config.clone(),
-                memory_messages,
-                disk_space,
-                region,
-                destination,
-                ca_file: self.ca_file.clone(),
-                spool_dir: self.spool_dir.clone(),
-                certs_dir: self.certs_dir.clone(),
-                extended_conf_dir,
-                control_socket: self.control_socket.clone(),
-                stats_interval_secs,
-                stats_file: self.stats_file.clone(),
-                uplink_connections,
-                resolve_hostnames,
-                resolve_timeout_ms,
-                metrics_listen,
-            }),
-            _ => Err(ConfigErrors(problems)),
-        }
+        let (region, destination) = match (region, destination) {
+            (Ok(region), Ok(destination)) => (region, destination),
+            // Reported above; FRA1 only stands in so that the rest can be checked.
+            _ => {
+                let fallback = Region::Fra1.destination(None).unwrap_or(Destination {
+                    host: String::new(),
+                    port: UPLINK_PORT,
+                });
+                (Region::Fra1, fallback)
+            }
+        };
+        let settings = Settings {
+            config_path: self.config.clone(),
+            memory_messages,
+            disk_space,
+            region,
+            destination,
+            ca_file: self.ca_file.clone(),
+            spool_dir: self.spool_dir.clone(),
+            certs_dir: self.certs_dir.clone(),
+            extended_conf_dir,
+            control_socket: self.control_socket.clone(),
+            stats_interval_secs,
+            stats_file: self.stats_file.clone(),
+            uplink_connections,
+            resolve_hostnames,
+            resolve_timeout_ms,
+            metrics_listen,
+        };
+        (settings, problems)
     }
 }
 

@@ -262,3 +262,16 @@ fn numbers_accept_digit_separators() {
     let s = resolve(&["--memory-messages", "2_000_000"]).map(|s| s.memory_messages);
     assert_eq!(s.ok(), Some(2_000_000));
 }
+
+#[test]
+fn lenient_resolve_lists_a_bad_region_and_keeps_every_other_setting() {
+    let _env = Env::with(&[]);
+    let (s, problems) = parse(&["--region", "MARS1", "--memory-messages", "7"])
+        .resolve_lenient_with(Some(PathBuf::from("/ext")));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].to_string().contains("MARS1"), "{problems:?}");
+    // FRA1 stands in only so that the intake files can be checked in the same pass.
+    assert_eq!(s.region, Region::Fra1);
+    assert_eq!(s.memory_messages, 7);
+    assert_eq!(s.extended_conf_dir, Some(PathBuf::from("/ext")));
+}

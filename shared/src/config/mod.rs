@@ -1,10 +1,13 @@
 //! Configuration: flags and environment (`args`), `intakes.yaml` plus the extended files
 //! (`intakes`), and their validation (`validate`), ending in one [`ForwarderConfig`].
 //!
-//! Who is on the other side: the supervisor calls [`SettingsArgs::resolve`] then [`load`]
-//! before binding anything, prints [`banner`] and `warnings`, and hands the result to its
-//! workers (every type here is `Serialize`/`Deserialize` so it can travel to them).
-//! `sekoia-forwarder check` calls the same two functions and prints [`ConfigErrors`].
+//! Who is on the other side: `run` and `check` call [`examine`] (settings and every intake
+//! file in one pass: a bad setting hides no problem of the files), add their checks of the
+//! machine to [`Examined::problems`], and take [`Examined::into_result`]: a valid
+//! configuration, or every problem ([`ConfigErrors`]). The supervisor prints [`banner`] and
+//! `warnings` and hands the configuration to its workers (every type here is
+//! `Serialize`/`Deserialize` so it can travel to them). [`load`] does the same from
+//! already resolved [`Settings`].
 //!
 //! Invariants of a loaded [`ForwarderConfig`] (`load` refuses to return one otherwise):
 //! - every `Intake` has a valid protocol, a port in 1..=65535 that no other intake of the
@@ -45,6 +48,9 @@ pub use tls_client::{
     ClientAuth, TlsHandshake, DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_MAX_HANDSHAKES,
     MAX_HANDSHAKE_TIMEOUT_SECS,
 };
+
+/// How problems with `SEKOIA_CA_FILE` name the setting.
+pub const CA_FILE_SETTING: &str = "--ca-file / SEKOIA_CA_FILE";
 
 /// Everything that comes from flags and environment variables (SPEC §1), resolved and checked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,6 +181,54 @@ pub struct ForwarderConfig {
 /// Read `settings.config_path` and the extended files, validate every entry and return the
 /// configuration, or every problem found.
 pub fn load(settings: Settings) -> Result<ForwarderConfig, ConfigErrors> {
+    examine_files(settings).into_result()
+}
+
+/// What one pass over the settings and every intake file found, valid or not: `check` and
+/// the start list all of it at once (a bad `REGION` does not hide a bad intake file), and
+/// run their checks of the machine (ports, certificates, `/dev/shm`) on the intakes that
+/// passed their own checks.
+#[derive(Debug)]
+pub struct Examined {
+    /// The settings, a default standing in for each bad one, and the intakes whose entries
+    /// passed their own checks. Valid (the invariants above hold) only when `problems` is
+    /// empty.
+    pub config: ForwarderConfig,
+    /// Every problem found so far; callers add theirs before [`Examined::into_result`].
+    pub problems: Vec<Problem>,
+}
+
+impl Examined {
+    /// The configuration when nothing is wrong; otherwise every problem, then the warnings
+    /// (they often explain a problem: `protcol` → "protocol is missing").
+    pub fn into_result(self) -> Result<ForwarderConfig, ConfigErrors> {
+        let Examined {
+            config,
+            mut problems,
+        } = self;
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        problems.extend(config.warnings.into_iter().map(|mut w| {
+            w.what = format!("warning: {}", w.what);
+            w
+        }));
+        Err(ConfigErrors(problems))
+    }
+}
+
+/// Resolves the settings and reads every intake file, collecting every problem of both.
+pub fn examine(args: &SettingsArgs) -> Examined {
+    let (settings, mut problems) = args.resolve_lenient();
+    let mut examined = examine_files(settings);
+    problems.append(&mut examined.problems);
+    examined.problems = problems;
+    examined
+}
+
+/// [`examine`] for settings already resolved (a reload: they cannot change in a running
+/// process).
+pub fn examine_files(settings: Settings) -> Examined {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     check_settings_files(&settings, &mut problems);
@@ -196,20 +250,14 @@ pub fn load(settings: Settings) -> Result<ForwarderConfig, ConfigErrors> {
     let built = validate::build(&loaded.entries, &settings);
     problems.extend(built.problems);
     warnings.extend(built.warnings);
-    if problems.is_empty() {
-        Ok(ForwarderConfig {
+    Examined {
+        config: ForwarderConfig {
             settings,
             intakes: built.intakes,
             stats: built.stats,
             warnings,
-        })
-    } else {
-        // Warnings often explain a problem (`protcol` → "protocol is missing"): keep them.
-        problems.extend(warnings.into_iter().map(|mut w| {
-            w.what = format!("warning: {}", w.what);
-            w
-        }));
-        Err(ConfigErrors(problems))
+        },
+        problems,
     }
 }
 
@@ -218,7 +266,7 @@ fn check_settings_files(settings: &Settings, problems: &mut Vec<Problem>) {
     if let Some(ca) = &settings.ca_file {
         if let Err(e) = std::fs::File::open(ca) {
             problems.push(Problem::setting(
-                "--ca-file / SEKOIA_CA_FILE",
+                CA_FILE_SETTING,
                 format!("{} cannot be read: {e}", ca.display()),
                 "point it to a readable PEM file, or unset it to trust the system roots only",
             ));

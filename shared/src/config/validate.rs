@@ -14,7 +14,8 @@ use crate::config::intakes::RawEntry;
 use crate::config::problem::Problem;
 use crate::config::{metric_name, Intake, Settings, StatsIntake};
 
-/// Result of validating every entry.
+/// Result of validating every entry. With problems, `intakes` holds the entries that passed
+/// their own checks (a configuration that must not run, but whose machine checks can).
 #[derive(Debug, Default)]
 pub(crate) struct Built {
     pub intakes: Vec<Intake>,
@@ -26,16 +27,20 @@ pub(crate) struct Built {
 pub(crate) fn build(entries: &[RawEntry], settings: &Settings) -> Built {
     let mut built = Built::default();
     let mut report = Report { built: &mut built };
-    let drafts: Vec<Draft<'_>> = entries
-        .iter()
-        .filter_map(|e| read_entry(e, &settings.certs_dir, &mut report))
-        .collect();
-    check_across(&drafts, &mut report);
-    if !built.problems.is_empty() {
-        return built;
+    let mut drafts: Vec<Draft<'_>> = Vec::with_capacity(entries.len());
+    // Whether each draft passed its own checks: only those become intakes, so that a
+    // configuration with problems still yields the intakes `check` can go on testing.
+    let mut clean: Vec<bool> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let before = report.built.problems.len();
+        if let Some(draft) = read_entry(entry, &settings.certs_dir, &mut report) {
+            clean.push(report.built.problems.len() == before);
+            drafts.push(draft);
+        }
     }
+    check_across(&drafts, &mut report);
     let default_queue = default_queue_size(settings.memory_messages, entries.len());
-    for draft in drafts {
+    for (draft, _) in drafts.into_iter().zip(clean).filter(|(_, clean)| *clean) {
         let queue_size = draft.queue_size.unwrap_or(default_queue);
         let (Some(name), Some(intake_key)) = (draft.name, draft.intake_key) else {
             continue; // unreachable: a missing field is a problem

@@ -100,6 +100,18 @@ impl InstanceDir {
         Ok(Self { dir })
     }
 
+    /// Where [`InstanceDir::create`] puts the instance folder of `spool_dir`, creating
+    /// nothing (`check` looks there for the rings of a previous run).
+    pub fn path_of(shm_dir: &Path, spool_dir: &Path) -> PathBuf {
+        shm_dir.join(instance_name(spool_dir))
+    }
+
+    /// The ring file of `key` in the instance folder at `instance` (what [`Self::ring_path`]
+    /// names once the folder is open).
+    pub fn ring_path_in(instance: &Path, key: QueueKey) -> PathBuf {
+        instance.join(ring_name(key))
+    }
+
     /// Opens (workers) the instance folder the supervisor named.
     pub fn open(path: &Path) -> Result<Self, SharedFileError> {
         Ok(Self {

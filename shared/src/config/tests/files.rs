@@ -236,3 +236,25 @@ fn no_panic_on_odd_documents() {
         let _ = f.load(text);
     }
 }
+
+#[test]
+fn examine_keeps_the_intakes_that_passed_their_own_checks() {
+    let f = Fixture::new();
+    let main = format!(
+        "intakes:\n{}{}",
+        entry("Good", "tcp", "20516", K1),
+        entry("Bad", "tcp", "70000", K2)
+    );
+    f.write("intakes.yaml", &main);
+    let examined = examine_files(f.settings());
+    assert_eq!(examined.problems.len(), 1, "{:?}", examined.problems);
+    let names: Vec<&str> = examined
+        .config
+        .intakes
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect();
+    // `check` goes on testing the good intake's port and certificates.
+    assert_eq!(names, ["Good"]);
+    assert!(examined.into_result().is_err());
+}

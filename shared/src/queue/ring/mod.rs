@@ -47,6 +47,12 @@ pub struct RingInfo {
 }
 
 impl Ring {
+    /// Size of the file (header and data area) of a ring created with `data_capacity`: what
+    /// `create_or_open` reserves in `/dev/shm` for a new ring.
+    pub fn file_len(data_capacity: u64) -> u64 {
+        layout::HEADER_LEN.saturating_add(data_capacity.next_multiple_of(8))
+    }
+
     /// Creates the ring file at `path` with `data_capacity` bytes of data area (rounded up to
     /// a multiple of 8, at least 256), or reopens a valid existing one, keeping its contents:
     /// that is how a restarted supervisor finds the rings of its previous life and drains

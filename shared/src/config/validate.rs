@@ -28,7 +28,7 @@ pub(crate) fn build(entries: &[RawEntry], settings: &Settings) -> Built {
     let mut report = Report { built: &mut built };
     let drafts: Vec<Draft<'_>> = entries
         .iter()
-        .filter_map(|e| read_entry(e, &settings.certs_dir, &mut report))
+        .filter_map(|e| read_entry(e, &settings.certs_dir, &settings.destination, &mut report))
         .collect();
     check_across(&drafts, &mut report);
     if !built.problems.is_empty() {
@@ -46,6 +46,7 @@ pub(crate) fn build(entries: &[RawEntry], settings: &Settings) -> Built {
                 intake_key,
                 queue_size,
                 position: built.intakes.len(),
+                destination: draft.destination,
             });
         } else if let (Some(protocol), Some(port)) = (draft.protocol, draft.port) {
             let Ok(id) = u16::try_from(built.intakes.len()) else {
@@ -62,6 +63,7 @@ pub(crate) fn build(entries: &[RawEntry], settings: &Settings) -> Built {
                 queue_size,
                 tls: draft.tls,
                 limits: draft.limits,
+                destination: draft.destination,
                 source: draft.file.to_path_buf(),
             });
         }

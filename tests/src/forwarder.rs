@@ -304,7 +304,7 @@ impl Forwarder {
 
     /// SIGKILL to `pid` if it is a child of our supervisor (its start time is read first, so
     /// the check cannot pass for a process that took the pid afterwards).
-    fn kill9_child(&self, pid: i32) {
+    pub fn kill9_child(&self, pid: i32) {
         let worker = StartedProcess::of(pid);
         if children_of(self.pid() as i32).contains(&pid) {
             kill9_worker(worker);

@@ -58,8 +58,20 @@ fn summary(outcome: &ReloadOutcome) -> String {
             list(&outcome.removed)
         ));
     }
-    if outcome.uplink_restarted {
-        lines.push("  uplink restarted to drain the new intakes' queues".to_string());
+    for (what, destinations) in [
+        ("uplink started", &outcome.uplinks_started),
+        (
+            "uplink restarted (its queues changed)",
+            &outcome.uplinks_restarted,
+        ),
+        (
+            "uplink stopped (no intake goes there any more)",
+            &outcome.uplinks_stopped,
+        ),
+    ] {
+        for destination in destinations {
+            lines.push(format!("  {what}: {destination}"));
+        }
     }
     lines.join("\n")
 }

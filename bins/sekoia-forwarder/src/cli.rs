@@ -97,10 +97,15 @@ pub struct IngestWorkerArgs {
     pub intake: String,
 }
 
-/// Hidden: the uplink worker, draining every ring of the instance. Its specification arrives
-/// on its standard input.
+/// Hidden: the uplink worker of one destination. Its specification arrives on its standard
+/// input.
 #[derive(Args, Debug)]
-pub struct UplinkWorkerArgs {}
+pub struct UplinkWorkerArgs {
+    /// The destination (`host:port`), so that `ps` tells the uplinks apart; the worker
+    /// refuses a specification of another destination.
+    #[arg(long)]
+    pub destination: String,
+}
 
 /// Resolves settings and the workers' user, loads the intake files and every certificate the
 /// workers will need, printing every problem on failure (before anything is bound or started).

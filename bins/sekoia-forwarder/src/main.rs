@@ -20,6 +20,7 @@ mod logging;
 mod notify;
 mod open_files;
 mod reload;
+mod routes;
 mod run_as;
 mod status_board;
 mod stop_save;
@@ -46,9 +47,9 @@ fn main() -> ExitCode {
             logging::init("ingest");
             report(read_spec().and_then(|spec| ingest_worker::run(spec, &args.intake)))
         }
-        Some(Command::UplinkWorker(_)) => {
+        Some(Command::UplinkWorker(args)) => {
             logging::init("uplink");
-            report(read_spec().and_then(uplink_worker::run))
+            report(read_spec().and_then(|spec| uplink_worker::run(spec, &args.destination)))
         }
     }
 }

@@ -80,7 +80,7 @@ impl StatusBoard {
         };
         let uplink_sources = views
             .iter()
-            .filter(|v| v.role == Role::Uplink)
+            .filter(|v| matches!(v.role, Role::Uplink { .. }))
             .find_map(|v| v.pid.and_then(|pid| self.latest.get(&pid)))
             .and_then(|sample| match &sample.report {
                 WorkerReport::Uplink { uplink } => Some(uplink.sources.clone()),
@@ -93,7 +93,7 @@ impl StatusBoard {
             let worker =
                 self.worker_status(view.pid, view.restarting, view.restarts, stopping, now);
             match &view.role {
-                Role::Uplink => {
+                Role::Uplink { .. } => {
                     uplink.worker = worker;
                     if let Some(Sample {
                         report: WorkerReport::Uplink { uplink: counters },

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
-use sekoia_shared::config::{self, ForwarderConfig, Intake, Protocol};
+use sekoia_shared::config::{self, Destination, ForwarderConfig, Intake, Protocol};
 use sekoia_shared::control::report::{serve_reports, ReportLine, REPORT_SOCKET};
 use sekoia_shared::control::{metrics, server, socket as control_socket};
 use sekoia_shared::control::{Command, ReloadOutcome, Response, ResponseBody};
@@ -29,6 +29,7 @@ use tracing::{error, info, warn};
 use crate::cli::RuntimeArgs;
 use crate::instance::{self, Instance};
 use crate::reload::Plan;
+use crate::routes::{self, UplinkPlan};
 use crate::run_as::RunAs;
 use crate::status_board::StatusBoard;
 use crate::worker_set::{Role, WorkerSet};
@@ -96,6 +97,7 @@ fn prepare_state(cfg: &ForwarderConfig, runtime: &RuntimeArgs) -> Result<(Instan
     for intake in &cfg.intakes {
         create_ring(instance.dir(), intake)?;
     }
+    routes::record(cfg)?;
     Ok((instance, budget))
 }
 
@@ -240,19 +242,26 @@ async fn supervise(
     let mut sigchld = signal(SignalKind::child()).context("cannot watch SIGCHLD")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
 
+    let routes = routes::plan(&cfg, instance.dir());
     let mut workers = WorkerSet::new(
         instance.dir().path().to_path_buf(),
         runtime.journal_sync,
         Arc::clone(&cfg),
+        routes.clone(),
         run_as.cloned(),
     );
-    workers.add(Role::Uplink, None)?;
+    for route in &routes {
+        workers.add(uplink_role(route), None)?;
+    }
     for (intake, listener) in cfg.intakes.iter().zip(listeners) {
         workers.add(ingest_role(intake), Some(listener))?;
     }
+    for route in &routes {
+        info!(destination = %route.destination, queues = route.queues.len(), "uplink");
+    }
     info!(
         intakes = cfg.intakes.len(),
-        destination = %format!("{}:{}", cfg.settings.destination.host, cfg.settings.destination.port),
+        uplinks = routes.len(),
         "forwarder running"
     );
     let mut channels = control_channels(&cfg, instance.dir().path(), run_as).await?;
@@ -320,6 +329,12 @@ async fn supervise(
     Ok(())
 }
 
+fn uplink_role(route: &UplinkPlan) -> Role {
+    Role::Uplink {
+        destination: route.destination.clone(),
+    }
+}
+
 fn ingest_role(intake: &Intake) -> Role {
     Role::Ingest {
         key: QueueKey::of(intake),
@@ -338,7 +353,7 @@ async fn stop_workers(workers: &mut WorkerSet) {
         workers.signal(is_ingest, Signal::SIGKILL);
         wait_for(workers, is_ingest, Duration::from_secs(2)).await;
     }
-    let is_uplink = |r: &Role| matches!(r, Role::Uplink);
+    let is_uplink = |r: &Role| matches!(r, Role::Uplink { .. });
     workers.signal(is_uplink, Signal::SIGTERM);
     let uplink_limit = UPLINK_STOP_TIMEOUT + Duration::from_secs(5);
     if !wait_for(workers, is_uplink, uplink_limit).await {
@@ -385,11 +400,16 @@ fn reload(
             problems.push(format!("intake \"{}\": {e:#}", intake.name));
         }
     }
+    if let Err(e) = as_user(run_as, || routes::record(&new)) {
+        problems.push(format!("{e:#}"));
+    }
     if !problems.is_empty() {
         return rejected(problems);
     }
     let new = Arc::new(new);
-    workers.set_config(Arc::clone(&new));
+    let old_routes = workers.routes().to_vec();
+    let new_routes = routes::plan(&new, state);
+    workers.set_config(Arc::clone(&new), new_routes.clone());
     let removed: Vec<QueueKey> = plan.removed.iter().map(|(key, _)| *key).collect();
     workers.retire(|r| matches!(r, Role::Ingest { key, .. } if removed.contains(key)));
     for intake in &plan.changed {
@@ -402,19 +422,66 @@ fn reload(
             error!(intake = %intake.name, error = %format!("{e:#}"), "cannot start the new intake's worker; retrying");
         }
     }
-    if plan.replaces_uplink() {
-        workers.replace(|r| *r == Role::Uplink);
-    }
+    let uplinks = apply_routes(workers, &old_routes, &new_routes);
     *cfg = new;
-    let outcome = applied(&plan);
-    if plan.is_empty() {
+    let outcome = applied(&plan, uplinks);
+    if outcome.is_empty() {
         info!("configuration reloaded: nothing changed");
         return outcome;
     }
     info!(added = ?outcome.added, changed = ?outcome.changed, removed = ?outcome.removed,
-        unchanged = outcome.unchanged, uplink_restarted = outcome.uplink_restarted,
+        unchanged = outcome.unchanged, uplinks_started = ?outcome.uplinks_started,
+        uplinks_restarted = ?outcome.uplinks_restarted, uplinks_stopped = ?outcome.uplinks_stopped,
         "configuration reloaded");
     outcome
+}
+
+/// Destinations whose uplink was started, restarted (its queues changed) and stopped (no
+/// queue goes there any more), as reload reports them.
+#[derive(Default)]
+struct UplinkChanges {
+    started: Vec<String>,
+    restarted: Vec<String>,
+    stopped: Vec<String>,
+}
+
+/// Starts, replaces and retires uplinks so that each drains the queues `new` gives it. A
+/// queue moving between uplinks is taken by the new one once the old one has stopped (it
+/// holds the queue's consumer lock until then: routes.rs).
+fn apply_routes(workers: &mut WorkerSet, old: &[UplinkPlan], new: &[UplinkPlan]) -> UplinkChanges {
+    let mut changes = UplinkChanges::default();
+    let at = |plans: &[UplinkPlan], d: &Destination| {
+        plans.iter().find(|p| p.destination.same_place(d)).cloned()
+    };
+    for route in old {
+        if at(new, &route.destination).is_none() {
+            let gone = route.destination.clone();
+            workers.retire(
+                |r| matches!(r, Role::Uplink { destination } if destination.same_place(&gone)),
+            );
+            changes.stopped.push(gone.to_string());
+        }
+    }
+    for route in new {
+        match at(old, &route.destination) {
+            Some(before) if before.queues == route.queues => {}
+            Some(_) => {
+                let d = route.destination.clone();
+                workers.replace(
+                    |r| matches!(r, Role::Uplink { destination } if destination.same_place(&d)),
+                );
+                changes.restarted.push(d.to_string());
+            }
+            None => {
+                if let Err(e) = workers.add(uplink_role(route), None) {
+                    error!(destination = %route.destination, error = %format!("{e:#}"),
+                        "cannot start the uplink; retrying");
+                }
+                changes.started.push(route.destination.to_string());
+            }
+        }
+    }
+    changes
 }
 
 /// A stream listener of a removed intake on the same port (say TCP becoming TLS): the new
@@ -442,7 +509,7 @@ fn rejected(problems: Vec<String>) -> ReloadOutcome {
     }
 }
 
-fn applied(plan: &Plan) -> ReloadOutcome {
+fn applied(plan: &Plan, uplinks: UplinkChanges) -> ReloadOutcome {
     let names = |intakes: &[Intake]| intakes.iter().map(|i| i.name.clone()).collect();
     ReloadOutcome {
         applied: true,
@@ -450,7 +517,9 @@ fn applied(plan: &Plan) -> ReloadOutcome {
         changed: names(&plan.changed),
         removed: plan.removed.iter().map(|(_, name)| name.clone()).collect(),
         unchanged: plan.unchanged,
-        uplink_restarted: plan.replaces_uplink(),
+        uplinks_started: uplinks.started,
+        uplinks_restarted: uplinks.restarted,
+        uplinks_stopped: uplinks.stopped,
         problems: Vec::new(),
     }
 }

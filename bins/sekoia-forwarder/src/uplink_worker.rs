@@ -1,8 +1,10 @@
-//! The uplink worker: every ring of the instance → the TLS connection pool → the destination.
+//! The uplink worker of one destination: its queues → the TLS connection pool → the
+//! destination.
 //!
-//! It opens every intake's queue (`queue::intake`: saved, ring, journal) as the uplink's
-//! sources, adapts the doorbell to its `Wakeup`, and runs until SIGTERM, when the uplink flushes what the rings still hold (bounded
-//! by its drain timeout). Rings of intakes no longer configured are drained too.
+//! It opens the queues its specification names (`queue::intake`: saved, ring, journal; the
+//! supervisor's routes.rs decides which, queues of intakes no longer configured included) as
+//! the uplink's sources, adapts the doorbell to its `Wakeup`, and runs until SIGTERM, when
+//! the uplink flushes what the rings still hold (bounded by its drain timeout).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use sekoia_shared::control::report::{self, WorkerReport, REPORT_SOCKET};
 use sekoia_shared::queue::intake;
-use sekoia_shared::queue::layout::{InstanceDir, SpoolDir, UPLINK_LOCK};
+use sekoia_shared::queue::layout::{InstanceDir, SpoolDir};
 use sekoia_shared::queue::{DiskBudget, Doorbell};
 use sekoia_shared::uplink::{BatchSource, Uplink, UplinkConfig, UplinkCounters, Wakeup};
 use tracing::info;
@@ -18,24 +20,37 @@ use tracing::info;
 use crate::instance;
 use sekoia_shared::control::worker_spec::{WorkerRole, WorkerSpec};
 
-pub fn run(spec: WorkerSpec) -> Result<()> {
+pub fn run(spec: WorkerSpec, label: &str) -> Result<()> {
     instance::die_with_supervisor()?;
-    if !matches!(spec.role, WorkerRole::Uplink) {
+    let WorkerRole::Uplink {
+        destination,
+        queues,
+    } = spec.role
+    else {
         bail!("the uplink worker was given another worker's specification");
+    };
+    if destination.to_string() != label {
+        bail!("the uplink worker of {label} was given the specification of {destination}");
     }
     let cfg = spec.config;
     let state = InstanceDir::open(&spec.state_dir)?;
-    let _consumer_lock = instance::lock_exclusive(&state, UPLINK_LOCK, "uplink worker")?;
+    // One consumer per queue: wait for an uplink that drained one of them before (a
+    // reload moved it here) to stop.
+    let mut _consumer_locks = Vec::new();
+    for key in &queues {
+        let lock = InstanceDir::consumer_lock_name(*key);
+        _consumer_locks.push(instance::lock_exclusive(
+            &state,
+            &lock,
+            "uplink of this queue",
+        )?);
+    }
     let budget = DiskBudget::open(&state.budget_path()).context("cannot open the disk budget")?;
     let opts = crate::journal_options(&cfg, spec.journal_sync, &budget);
     let spool = SpoolDir::new(&cfg.settings.spool_dir);
     let rings = state.ring_keys()?;
-    let mut keys = rings.clone();
-    keys.extend(spool.keys_on_disk());
-    keys.sort();
-    keys.dedup();
     let mut sources: Vec<Box<dyn BatchSource>> = Vec::new();
-    for key in keys {
+    for key in queues {
         let ring = rings.contains(&key).then(|| state.ring_path(key));
         let queue = intake::open_queue(key, ring.as_deref(), &spool, &budget, &opts);
         sources.push(Box::new(queue));
@@ -43,8 +58,7 @@ pub fn run(spec: WorkerSpec) -> Result<()> {
     let doorbell = Doorbell::create_or_open(&state.doorbell_path())
         .context("cannot open the uplink doorbell")?;
     let settings = &cfg.settings;
-    let mut uplink_cfg =
-        UplinkConfig::new(settings.destination.host.clone(), settings.destination.port);
+    let mut uplink_cfg = UplinkConfig::new(destination.host.clone(), destination.port);
     uplink_cfg.connections = settings.uplink_connections.max(1);
     uplink_cfg.ca_file = settings.ca_file.clone();
     info!(destination = %format!("{}:{}", uplink_cfg.host, uplink_cfg.port),

@@ -23,11 +23,12 @@ use anyhow::{Context, Result};
 use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use sekoia_shared::config::ForwarderConfig;
+use sekoia_shared::config::{Destination, ForwarderConfig};
 use sekoia_shared::control::worker_spec::{JournalSync, WorkerRole, WorkerSpec};
 use sekoia_shared::queue::layout::QueueKey;
 use tracing::{error, info, warn};
 
+use crate::routes::UplinkPlan;
 use crate::run_as::RunAs;
 
 /// The fd number a worker finds its listening socket at (systemd socket-activation layout).
@@ -40,11 +41,9 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
     /// Serves the intake of this protocol and port (its identity across reloads).
-    Ingest {
-        key: QueueKey,
-        name: String,
-    },
-    Uplink,
+    Ingest { key: QueueKey, name: String },
+    /// Drains the queues the routes give this destination (routes.rs).
+    Uplink { destination: Destination },
 }
 
 /// One worker as seen from outside the set.
@@ -83,6 +82,8 @@ pub struct WorkerSet {
     journal_sync: JournalSync,
     /// The configuration workers are started with (replaced at a reload).
     config: Arc<ForwarderConfig>,
+    /// Which queues each uplink drains (replaced at a reload).
+    routes: Vec<UplinkPlan>,
     workers: Vec<Worker>,
     /// Once stopping, dead workers are not restarted any more.
     stopping: bool,
@@ -95,12 +96,14 @@ impl WorkerSet {
         state_dir: PathBuf,
         journal_sync: JournalSync,
         config: Arc<ForwarderConfig>,
+        routes: Vec<UplinkPlan>,
         run_as: Option<RunAs>,
     ) -> Self {
         Self {
             state_dir,
             journal_sync,
             config,
+            routes,
             workers: Vec::new(),
             stopping: false,
             run_as,
@@ -137,7 +140,17 @@ impl WorkerSet {
                     intake: Box::new(intake.clone()),
                 }
             }
-            Role::Uplink => WorkerRole::Uplink,
+            Role::Uplink { destination } => {
+                let plan = self
+                    .routes
+                    .iter()
+                    .find(|p| p.destination.same_place(destination))
+                    .with_context(|| format!("no queue goes to {destination}"))?;
+                WorkerRole::Uplink {
+                    destination: plan.destination.clone(),
+                    queues: plan.queues.clone(),
+                }
+            }
         };
         let spec = WorkerSpec::new(
             self.state_dir.clone(),
@@ -159,7 +172,10 @@ impl WorkerSet {
                 .arg("ingest-worker")
                 .arg("--intake")
                 .arg(key.to_string()),
-            Role::Uplink => cmd.arg("uplink-worker"),
+            Role::Uplink { destination } => cmd
+                .arg("uplink-worker")
+                .arg("--destination")
+                .arg(destination.to_string()),
         };
         cmd.stdin(Stdio::piped());
         // Its own process group: a terminal's Ctrl-C reaches only the supervisor, which then
@@ -324,9 +340,15 @@ impl WorkerSet {
             .any(|w| w.child.as_ref().is_some_and(|c| c.id() == pid))
     }
 
-    /// The configuration workers start with from now on (a reload).
-    pub fn set_config(&mut self, config: Arc<ForwarderConfig>) {
+    /// The configuration and routes workers start with from now on (a reload).
+    pub fn set_config(&mut self, config: Arc<ForwarderConfig>, routes: Vec<UplinkPlan>) {
         self.config = config;
+        self.routes = routes;
+    }
+
+    /// Which queues each uplink drains.
+    pub fn routes(&self) -> &[UplinkPlan] {
+        &self.routes
     }
 
     /// A copy of the listening socket the supervisor holds for `key`'s intake.
@@ -420,7 +442,7 @@ fn restart_delay(consecutive_crashes: u32) -> Duration {
 pub fn describe(role: &Role) -> String {
     match role {
         Role::Ingest { key, name } => format!("ingest[{key}:{name}]"),
-        Role::Uplink => "uplink".to_string(),
+        Role::Uplink { destination } => format!("uplink[{destination}]"),
     }
 }
 

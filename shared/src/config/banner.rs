@@ -80,6 +80,7 @@ mod tests {
                 intake_key: "KEY3".to_string(),
                 queue_size: 666_667,
                 position: 2,
+                destination: settings().destination,
             }),
             warnings: Vec::new(),
         };
@@ -101,6 +102,7 @@ mod tests {
                 intake_key: "S".to_string(),
                 queue_size: 5,
                 position: 0,
+                destination: settings().destination,
             }),
             warnings: Vec::new(),
         };

@@ -18,6 +18,8 @@ use serde_yaml_ng::Value;
 use crate::config::intakes::RawEntry;
 use crate::config::limits::{self, IntakeLimits};
 use crate::config::problem::Problem;
+use crate::config::region::Destination;
+use crate::config::route;
 use crate::config::tls_client;
 use crate::config::tls_files::{self, TlsFileKind};
 use crate::config::validate::Built;
@@ -65,6 +67,8 @@ pub(crate) struct Draft<'a> {
     pub tls: Option<TlsFiles>,
     /// Connection limits and allow-list (`config/limits.rs`); defaults for the stats entry.
     pub limits: IntakeLimits,
+    /// Where its events go (`config/route.rs`).
+    pub destination: Destination,
 }
 
 /// Collects problems and warnings about one entry.
@@ -100,6 +104,7 @@ impl Report<'_> {
 pub(crate) fn read_entry<'a>(
     raw: &'a RawEntry,
     certs_dir: &Path,
+    default_destination: &Destination,
     report: &mut Report<'_>,
 ) -> Option<Draft<'a>> {
     let file = raw.file.as_path();
@@ -199,6 +204,7 @@ pub(crate) fn read_entry<'a>(
         queue_size,
         tls: None,
         limits: IntakeLimits::default(),
+        destination: default_destination.clone(),
     };
     if stats {
         read_stats_fields(&fields, &mut draft, report);
@@ -210,6 +216,11 @@ pub(crate) fn read_entry<'a>(
         };
         draft.limits = limits::read(&fields, draft.protocol, &at, report);
     }
+    let at = limits::At {
+        file,
+        label: &draft.label,
+    };
+    draft.destination = route::read(&fields, default_destination, &at, report);
     Some(draft)
 }
 
@@ -231,7 +242,11 @@ pub(crate) fn unknown_field(field: &str) -> (String, String) {
 
 /// Every field an entry may have.
 fn known_fields() -> impl Iterator<Item = &'static str> {
-    FIELDS.iter().chain(limits::FIELDS.iter()).copied()
+    FIELDS
+        .iter()
+        .chain(limits::FIELDS.iter())
+        .chain(route::FIELDS.iter())
+        .copied()
 }
 
 fn flag(

@@ -41,6 +41,7 @@ pub(crate) fn intake(id: u16, name: &str, protocol: Protocol, port: u16, key: &s
         queue_size: 666_667,
         tls: None,
         limits: Default::default(),
+        destination: settings().destination,
         source: PathBuf::from("/intakes.yaml"),
     }
 }

@@ -28,6 +28,7 @@ mod intakes;
 mod limits;
 mod problem;
 mod region;
+mod route;
 mod size;
 mod tls_client;
 mod tls_files;
@@ -153,6 +154,8 @@ pub struct Intake {
     /// Connection limits and who may send (`limits.rs`).
     #[serde(default)]
     pub limits: IntakeLimits,
+    /// Where its events go: its `region`/`endpoint`, else `REGION`/`ENDPOINT` (`route.rs`).
+    pub destination: Destination,
     /// The file the entry was read from.
     pub source: PathBuf,
 }
@@ -166,6 +169,8 @@ pub struct StatsIntake {
     /// How many port intakes come before it in load order (the banner prints it there).
     #[serde(default)]
     pub position: usize,
+    /// Where its lines go (its own `region`/`endpoint`, else the global one).
+    pub destination: Destination,
 }
 
 /// The whole validated configuration.

@@ -112,6 +112,14 @@ pub struct Destination {
     pub port: u16,
 }
 
+impl Destination {
+    /// The same place however spelled: `FRA1` and `endpoint: INTAKE.sekoia.io` are one
+    /// destination (host names compare without case), so they share one uplink.
+    pub fn same_place(&self, other: &Destination) -> bool {
+        self.host.eq_ignore_ascii_case(&other.host) && self.port == other.port
+    }
+}
+
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {

@@ -33,7 +33,7 @@ pub(crate) fn build(entries: &[RawEntry], settings: &Settings) -> Built {
     let mut clean: Vec<bool> = Vec::with_capacity(entries.len());
     for entry in entries {
         let before = report.built.problems.len();
-        if let Some(draft) = read_entry(entry, &settings.certs_dir, &mut report) {
+        if let Some(draft) = read_entry(entry, &settings.certs_dir, &settings.destination, &mut report) {
             clean.push(report.built.problems.len() == before);
             drafts.push(draft);
         }
@@ -51,6 +51,7 @@ pub(crate) fn build(entries: &[RawEntry], settings: &Settings) -> Built {
                 intake_key,
                 queue_size,
                 position: built.intakes.len(),
+                destination: draft.destination,
             });
         } else if let (Some(protocol), Some(port)) = (draft.protocol, draft.port) {
             let Ok(id) = u16::try_from(built.intakes.len()) else {
@@ -67,6 +68,7 @@ pub(crate) fn build(entries: &[RawEntry], settings: &Settings) -> Built {
                 queue_size,
                 tls: draft.tls,
                 limits: draft.limits,
+                destination: draft.destination,
                 source: draft.file.to_path_buf(),
             });
         }

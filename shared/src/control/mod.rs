@@ -97,9 +97,24 @@ pub struct ReloadOutcome {
     pub changed: Vec<String>,
     pub removed: Vec<String>,
     pub unchanged: usize,
-    /// The uplink was restarted (to drain new intakes' queues).
-    pub uplink_restarted: bool,
+    /// Destinations whose uplink was started, restarted (its queues changed: a new intake,
+    /// or one that moved) or stopped (no queue goes there any more).
+    pub uplinks_started: Vec<String>,
+    pub uplinks_restarted: Vec<String>,
+    pub uplinks_stopped: Vec<String>,
     pub problems: Vec<String>,
+}
+
+impl ReloadOutcome {
+    /// Applied, and nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.changed.is_empty()
+            && self.removed.is_empty()
+            && self.uplinks_started.is_empty()
+            && self.uplinks_restarted.is_empty()
+            && self.uplinks_stopped.is_empty()
+    }
 }
 
 impl Response {

@@ -5,13 +5,15 @@
 //!     supervisor.lock                flock'd by the running supervisor (one per instance)
 //!     doorbell                       futex word the ingest workers ring to wake the uplink
 //!     disk.budget                    the DISK_SPACE counter every process maps
-//!     uplink.lock                    flock'd by the uplink worker (one consumer of every ring)
 //!     intake-<key>.ring              one ring per port intake (the memory tier)
 //!     intake-<key>.ring.producer.lock  flock'd by its ingest worker (one producer)
+//!     intake-<key>.ring.consumer.lock  flock'd by the uplink worker draining the queue (one
+//!                                    consumer of its ring, saved and journal tiers)
 //!     intake-<key>.ring.corrupt-<µs> a ring file that could not be opened, moved aside
 //! <SPOOL_DIR>/
 //!     journal-<key>/                 the ring's overflow (written by the ingest worker)
 //!     saved-<key>/                   the memory tier written out at an orderly stop
+//!     route-<key>.json               the destination the queue's events go to
 //! ```
 //! `<key>` is a [`QueueKey`]: protocol and port (`tcp-514`), what makes an intake unique in
 //! a valid configuration. Names found on disk are parsed back strictly: anything else in
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Intake, Protocol};
 use crate::queue::shared_file::{Create, PrivateDir, SharedFileError};
@@ -32,12 +35,13 @@ const RING_SUFFIX: &str = ".ring";
 const JOURNAL_PREFIX: &str = "journal-";
 const SAVED_PREFIX: &str = "saved-";
 pub const SUPERVISOR_LOCK: &str = "supervisor.lock";
-pub const UPLINK_LOCK: &str = "uplink.lock";
+const ROUTE_PREFIX: &str = "route-";
+const ROUTE_SUFFIX: &str = ".json";
 const DOORBELL_FILE: &str = "doorbell";
 const BUDGET_FILE: &str = "disk.budget";
 
 /// Which intake a queue belongs to: its protocol and port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct QueueKey {
     pub protocol: Protocol,
     pub port: u16,
@@ -144,6 +148,12 @@ impl InstanceDir {
         format!("{}.producer.lock", ring_name(key))
     }
 
+    /// The queue's consumer lock (one uplink worker drains a queue: ring, saved and journal
+    /// tiers), held for the worker's life.
+    pub fn consumer_lock_name(key: QueueKey) -> String {
+        format!("{}.consumer.lock", ring_name(key))
+    }
+
     /// Keys of every ring file here, configured intakes or not (an intake removed from the
     /// configuration still delivers what it had accepted).
     pub fn ring_keys(&self) -> Result<Vec<QueueKey>, SharedFileError> {
@@ -222,6 +232,12 @@ impl SpoolDir {
     /// What the ring held at the last orderly stop.
     pub fn saved_dir(&self, key: QueueKey) -> PathBuf {
         self.path.join(format!("{SAVED_PREFIX}{key}"))
+    }
+
+    /// The file naming the destination of `key`'s events (written by the supervisor), so
+    /// that a queue whose intake was removed still goes where its events were meant to go.
+    pub fn route_name(key: QueueKey) -> String {
+        format!("{ROUTE_PREFIX}{key}{ROUTE_SUFFIX}")
     }
 
     /// Keys of every journal or saved folder (intakes removed from the configuration

@@ -5,6 +5,7 @@
 mod entries;
 mod files;
 mod limits;
+mod routes;
 
 use std::path::PathBuf;
 

@@ -17,7 +17,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ForwarderConfig, Intake};
+use crate::config::{Destination, ForwarderConfig, Intake};
+use crate::queue::layout::QueueKey;
 
 /// Version of [`WorkerSpec`]'s encoding. Bump on any incompatible change.
 pub const WORKER_SPEC_VERSION: u32 = 1;
@@ -43,8 +44,11 @@ pub enum JournalSync {
 pub enum WorkerRole {
     /// Serves `intake` on the socket inherited as fd 3.
     Ingest { intake: Box<Intake> },
-    /// Drains every ring of the instance to the destination.
-    Uplink,
+    /// Drains `queues` (ring, saved and journal tiers) to `destination`.
+    Uplink {
+        destination: Destination,
+        queues: Vec<QueueKey>,
+    },
 }
 
 /// Everything one worker needs.

@@ -91,9 +91,10 @@ fn a_ring_moved_aside_keeps_its_bytes_and_frees_the_name() {
 fn a_lock_is_held_by_one_holder_at_a_time() {
     let tmp = tempfile::tempdir().unwrap();
     let instance = InstanceDir::create(&tmp.path().join("shm"), tmp.path()).unwrap();
-    let first = instance.try_lock(UPLINK_LOCK).unwrap();
+    let lock = InstanceDir::consumer_lock_name("tcp-514".parse().unwrap());
+    let first = instance.try_lock(&lock).unwrap();
     assert!(first.is_some());
-    assert!(instance.try_lock(UPLINK_LOCK).unwrap().is_none());
+    assert!(instance.try_lock(&lock).unwrap().is_none());
     drop(first);
-    assert!(instance.try_lock(UPLINK_LOCK).unwrap().is_some());
+    assert!(instance.try_lock(&lock).unwrap().is_some());
 }

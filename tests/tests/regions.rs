@@ -1,0 +1,193 @@
+//! One uplink worker per destination: two TLS listeners stand for two regions (per-intake
+//! `endpoint:`). A destination that is down delays nothing of the other, its backlog arrives
+//! when it returns (oldest first, nothing lost), kill -9 of one uplink leaves the other's
+//! connections alone, and a reload that moves an intake sends its queued events to the new
+//! destination.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use sekoia_tests::events::{duplicates, sequence_counts};
+use sekoia_tests::{free_tcp_port, wait_until, Forwarder, ForwarderBuilder, TestCerts, TlsSink};
+
+const KEY_X: &str = "RegionIntakeKeyXXXXXXXXXX";
+const KEY_Y: &str = "RegionIntakeKeyYYYYYYYYYY";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn entry(name: &str, port: u16, key: &str, endpoint_port: u16) -> String {
+    format!(
+        "- name: {name}\n  protocol: tcp\n  port: {port}\n  intake_key: {key}\n  endpoint: 127.0.0.1:{endpoint_port}\n"
+    )
+}
+
+fn send(port: u16, tag: &str, seqs: std::ops::Range<u64>) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let batch: String = seqs
+        .map(|i| format!("<13>Nov 30 10:00:00 dev app: {tag} seq={i} \n"))
+        .collect();
+    c.write_all(batch.as_bytes()).expect("send");
+}
+
+fn tagged(sink: &TlsSink, tag: &str) -> Vec<Vec<u8>> {
+    let needle = format!(" {tag} seq=");
+    sink.lines()
+        .into_iter()
+        .filter(|l| String::from_utf8_lossy(l).contains(&needle))
+        .collect()
+}
+
+fn wait_tagged(sink: &TlsSink, tag: &str, n: usize, fwd: &Forwarder) -> Vec<Vec<u8>> {
+    let ok = wait_until(WAIT, || tagged(sink, tag).len() >= n);
+    let lines = tagged(sink, tag);
+    assert!(
+        ok,
+        "{} of {n} `{tag}` lines arrived\n{}",
+        lines.len(),
+        fwd.stderr()
+    );
+    lines
+}
+
+/// Two intakes, X to `sink_x`'s port and Y to `y_port` (whose listener may be down).
+fn start(certs: &TestCerts, sink_x: u16, y_port: u16) -> (Forwarder, u16, u16) {
+    let (px, py) = (free_tcp_port(), free_tcp_port());
+    let yaml = format!(
+        "---\nintakes:\n{}{}",
+        entry("X", px, KEY_X, sink_x),
+        entry("Y", py, KEY_Y, y_port)
+    );
+    let fwd = ForwarderBuilder::new(&yaml, sink_x)
+        .ca_file(&certs.ca_pem)
+        .start();
+    (fwd, px, py)
+}
+
+fn seqs_in_arrival_order(lines: &[Vec<u8>]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let text = String::from_utf8_lossy(l);
+            text.split("seq=").nth(1)?.split(' ').next()?.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn a_destination_that_is_down_delays_nothing_of_the_other_and_gets_its_backlog_back() {
+    let certs = TestCerts::new(&["127.0.0.1", "localhost"]);
+    let sink_x = TlsSink::start(&certs);
+    let y_port = free_tcp_port();
+    let (fwd, px, py) = start(&certs, sink_x.port, y_port);
+    assert_eq!(
+        fwd.worker_pids("uplink-worker").len(),
+        2,
+        "one uplink per destination"
+    );
+
+    send(py, "y", 0..3000);
+    let started = Instant::now();
+    send(px, "x", 0..3000);
+    let x = wait_tagged(&sink_x, "x", 3000, &fwd);
+    let took = started.elapsed();
+    assert_eq!(sequence_counts(&x).len(), 3000);
+    assert!(x.iter().all(|l| String::from_utf8_lossy(l).contains(KEY_X)));
+    println!("X delivered 3000 events in {took:?} while Y's destination was down");
+    let one = Instant::now();
+    send(px, "x1", 0..1);
+    wait_tagged(&sink_x, "x1", 1, &fwd);
+    println!(
+        "one X event took {:?} while Y's destination was down",
+        one.elapsed()
+    );
+
+    let sink_y = TlsSink::start_on(&certs, y_port);
+    let y = wait_tagged(&sink_y, "y", 3000, &fwd);
+    let counts = sequence_counts(&y);
+    assert_eq!(counts.len(), 3000, "nothing lost");
+    assert_eq!(seqs_in_arrival_order(&y).first(), Some(&0), "oldest first");
+    assert!(
+        tagged(&sink_x, "y").is_empty(),
+        "Y's events went only to Y's destination"
+    );
+    println!(
+        "Y backlog: 3000 delivered, {} duplicates",
+        duplicates(&counts)
+    );
+}
+
+#[test]
+fn kill_9_of_one_uplink_leaves_the_other_s_connections_untouched() {
+    let certs = TestCerts::new(&["127.0.0.1", "localhost"]);
+    let (sink_x, sink_y) = (TlsSink::start(&certs), TlsSink::start(&certs));
+    let (fwd, px, py) = start(&certs, sink_x.port, sink_y.port);
+    send(px, "x", 0..100);
+    send(py, "y", 0..100);
+    wait_tagged(&sink_x, "x", 100, &fwd);
+    wait_tagged(&sink_y, "y", 100, &fwd);
+    let x_connections = sink_x.connections();
+    let y_uplink = fwd.worker_pids(&format!("--destination 127.0.0.1:{}", sink_y.port));
+    assert_eq!(y_uplink.len(), 1);
+    fwd.kill9_child(y_uplink[0]);
+    send(py, "y", 100..200);
+    send(px, "x", 100..200);
+    assert_eq!(
+        sequence_counts(&wait_tagged(&sink_y, "y", 200, &fwd)).len(),
+        200
+    );
+    assert_eq!(
+        sequence_counts(&wait_tagged(&sink_x, "x", 200, &fwd)).len(),
+        200
+    );
+    assert_eq!(
+        sink_x.connections(),
+        x_connections,
+        "X's uplink kept its connections"
+    );
+    let restarted = fwd.worker_pids(&format!("--destination 127.0.0.1:{}", sink_y.port));
+    assert!(
+        restarted.len() == 1 && restarted != y_uplink,
+        "Y's uplink was restarted"
+    );
+}
+
+#[test]
+fn a_reload_that_moves_an_intake_sends_its_queued_events_to_the_new_destination_in_order() {
+    let certs = TestCerts::new(&["127.0.0.1", "localhost"]);
+    let sink_x = TlsSink::start(&certs);
+    let y_port = free_tcp_port();
+    let (fwd, px, py) = start(&certs, sink_x.port, y_port);
+    send(py, "moved", 0..500);
+    let queued = wait_until(WAIT, || {
+        let (ok, out, _) = fwd.ctl(&["status", "--json"]);
+        ok && out.contains("\"received\": 500")
+    });
+    assert!(queued, "500 events received\n{}", fwd.stderr());
+    let yaml = format!(
+        "---\nintakes:\n{}{}",
+        entry("X", px, KEY_X, sink_x.port),
+        entry("Y", py, KEY_Y, sink_x.port)
+    );
+    std::fs::write(&fwd.config, yaml).unwrap();
+    let (ok, out, err) = fwd.ctl(&["reload"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "uplink stopped (no intake goes there any more): 127.0.0.1:{y_port}"
+        )),
+        "{out}"
+    );
+    let moved = wait_tagged(&sink_x, "moved", 500, &fwd);
+    let counts = sequence_counts(&moved);
+    assert_eq!(counts.len(), 500, "nothing lost");
+    let order = seqs_in_arrival_order(&moved);
+    assert_eq!(order.first(), Some(&0), "oldest first");
+    assert!(moved
+        .iter()
+        .all(|l| String::from_utf8_lossy(l).contains(KEY_Y)));
+    assert_eq!(
+        fwd.worker_pids("uplink-worker").len(),
+        1,
+        "one destination left"
+    );
+}

@@ -440,3 +440,40 @@ fn a_shm_dir_too_small_for_the_rings_is_refused_by_check_and_at_start() {
     let out = setup.check(&small);
     assert_eq!(out.code, 0, "{}", out.text());
 }
+
+#[test]
+fn check_lists_every_destination_with_its_intakes_and_two_spellings_as_one() {
+    let (a, b, c) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+    let yaml = format!(
+        "intakes:\n{}{}  endpoint: INTAKE.sekoia.io\n{}  region: usa1\n- name: Monitoring\n  stats: true\n  intake_key: {KEY}\n  region: USA1\n",
+        tcp_intake("Firewalls", a.into()),
+        tcp_intake("Proxies", b.into()),
+        tcp_intake("Servers", c.into()),
+    );
+    let setup = Setup::new(&yaml);
+    let out = setup.check(&["--region", "FRA1"]);
+    assert_eq!(out.code, 0, "{}", out.text());
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines.contains(&"  intake.sekoia.io:10514: Firewalls, Proxies"),
+        "{}",
+        out.text()
+    );
+    assert!(
+        lines.contains(&"  intake.usa1.sekoia.io:10514: Servers, Monitoring"),
+        "{}",
+        out.text()
+    );
+
+    let bad = Setup::new(&format!(
+        "intakes:\n{}  region: MARS1\n",
+        tcp_intake("Servers", c.into())
+    ));
+    let out = bad.check(&[]);
+    assert_eq!(out.code, 3, "{}", out.text());
+    assert!(
+        out.stderr.contains("Servers") && out.stderr.contains("region"),
+        "{}",
+        out.text()
+    );
+}

@@ -34,7 +34,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         eprintln!("warning: {warning}");
     }
     println!(
-        "configuration OK: {} intake(s){}, destination {}{}",
+        "configuration OK: {} intake(s){}, default destination {}{}",
         cfg.intakes.len(),
         if cfg.stats.is_some() {
             " + a monitoring entry (its reports are not sent yet)"
@@ -44,6 +44,9 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         cfg.settings.destination,
         run_as.map_or(String::new(), |u| format!(", workers run as {}", u.name))
     );
+    for (destination, names) in cfg.destinations() {
+        println!("  {destination}: {}", names.join(", "));
+    }
     warn_if_disk_space_exceeds_fs(&cfg.settings.spool_dir, cfg.settings.disk_space);
     if args.connect {
         connect(&cfg)
@@ -64,21 +67,24 @@ fn add_machine_findings(examined: &mut Examined, shm_dir: &Path) {
     }
 }
 
+/// Tries every destination in turn (each step is bounded); fails if any fails.
 fn connect(cfg: &ForwarderConfig) -> ExitCode {
-    let dest = &cfg.settings.destination;
-    match check_connect::connect(dest, cfg.settings.ca_file.as_deref()) {
-        Ok(()) => {
-            println!("connect OK: {dest} accepts TLS with a certificate this forwarder trusts");
-            ExitCode::SUCCESS
-        }
-        Err(failed) => {
-            eprintln!(
-                "connect to {dest} failed at step {}: {}",
-                failed.step, failed.why
-            );
-            ExitCode::FAILURE
+    let mut code = ExitCode::SUCCESS;
+    for (dest, _) in cfg.destinations() {
+        match check_connect::connect(&dest, cfg.settings.ca_file.as_deref()) {
+            Ok(()) => {
+                println!("connect OK: {dest} accepts TLS with a certificate this forwarder trusts");
+            }
+            Err(failed) => {
+                eprintln!(
+                    "connect to {dest} failed at step {}: {}",
+                    failed.step, failed.why
+                );
+                code = ExitCode::FAILURE;
+            }
         }
     }
+    code
 }
 
 /// `check`: a warning (not an error) when `DISK_SPACE` is more than the spool's file system

@@ -292,6 +292,27 @@ fn is_dir(path: &Path) -> bool {
     std::fs::metadata(path).map(|m| m.is_dir()).unwrap_or(false)
 }
 
+impl ForwarderConfig {
+    /// Each destination with the names of the entries sent there (the monitoring entry
+    /// included), the global destination first; two spellings of one place are one.
+    pub fn destinations(&self) -> Vec<(Destination, Vec<String>)> {
+        let mut out: Vec<(Destination, Vec<String>)> = Vec::new();
+        let entries = self
+            .intakes
+            .iter()
+            .map(|i| (&i.destination, i.name.clone()))
+            .chain(self.stats.iter().map(|s| (&s.destination, s.name.clone())));
+        for (destination, name) in entries {
+            match out.iter_mut().find(|(d, _)| d.same_place(destination)) {
+                Some((_, names)) => names.push(name),
+                None => out.push((destination.clone(), vec![name])),
+            }
+        }
+        out.sort_by_key(|(d, _)| !d.same_place(&self.settings.destination));
+        out
+    }
+}
+
 /// `name` as used in metric names: spaces become `_`, lower-cased.
 pub fn metric_name(name: &str) -> String {
     name.replace(' ', "_").to_lowercase()

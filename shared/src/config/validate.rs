@@ -33,7 +33,12 @@ pub(crate) fn build(entries: &[RawEntry], settings: &Settings) -> Built {
     let mut clean: Vec<bool> = Vec::with_capacity(entries.len());
     for entry in entries {
         let before = report.built.problems.len();
-        if let Some(draft) = read_entry(entry, &settings.certs_dir, &settings.destination, &mut report) {
+        if let Some(draft) = read_entry(
+            entry,
+            &settings.certs_dir,
+            &settings.destination,
+            &mut report,
+        ) {
             clean.push(report.built.problems.len() == before);
             drafts.push(draft);
         }

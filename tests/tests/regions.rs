@@ -22,11 +22,22 @@ fn entry(name: &str, port: u16, key: &str, endpoint_port: u16) -> String {
 }
 
 fn send(port: u16, tag: &str, seqs: std::ops::Range<u64>) {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    send_padded(port, tag, seqs, 0).expect("send");
+}
+
+/// Sends events of about `pad` bytes more each.
+fn send_padded(
+    port: u16,
+    tag: &str,
+    seqs: std::ops::Range<u64>,
+    pad: usize,
+) -> std::io::Result<()> {
+    let mut c = TcpStream::connect(("127.0.0.1", port))?;
+    let padding = "p".repeat(pad);
     let batch: String = seqs
-        .map(|i| format!("<13>Nov 30 10:00:00 dev app: {tag} seq={i} \n"))
+        .map(|i| format!("<13>Nov 30 10:00:00 dev app: {tag} seq={i} {padding}\n"))
         .collect();
-    c.write_all(batch.as_bytes()).expect("send");
+    c.write_all(batch.as_bytes())
 }
 
 fn tagged(sink: &TlsSink, tag: &str) -> Vec<Vec<u8>> {
@@ -190,4 +201,63 @@ fn a_reload_that_moves_an_intake_sends_its_queued_events_to_the_new_destination_
         1,
         "one destination left"
     );
+}
+
+/// `disk.used_bytes` from `sekoia-ctl status --json`.
+fn disk_used(fwd: &Forwarder) -> u64 {
+    let (ok, out, _) = fwd.ctl(&["status", "--json"]);
+    if !ok {
+        return 0;
+    }
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v["disk"]["used_bytes"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_dead_destination_fills_only_its_share_of_disk_space() {
+    let certs = TestCerts::new(&["127.0.0.1", "localhost"]);
+    let (x_port, y_port) = (free_tcp_port(), free_tcp_port());
+    let (px, py) = (free_tcp_port(), free_tcp_port());
+    let small = |name: &str, port: u16, key: &str, to: u16| {
+        format!("{}  queue_size: 1\n", entry(name, port, key, to))
+    };
+    let yaml = format!(
+        "---\nintakes:\n{}{}",
+        small("X", px, KEY_X, x_port),
+        small("Y", py, KEY_Y, y_port)
+    );
+    let fwd = ForwarderBuilder::new(&yaml, x_port)
+        .ca_file(&certs.ca_pem)
+        .env("DISK_SPACE", "4m")
+        .start();
+    // Y's destination is down: about 9 MB for Y, far more than its share (2 MiB) holds.
+    // (Its connection is cut when the test ends.)
+    let y_sender = std::thread::spawn(move || send_padded(py, "y", 0..30_000, 300).is_ok());
+    let mut last = (0, Instant::now());
+    let settled = wait_until(WAIT, || {
+        let used = disk_used(&fwd);
+        if used != last.0 {
+            last = (used, Instant::now());
+        }
+        used >= 1 << 20 && last.1.elapsed() > Duration::from_secs(2)
+    });
+    assert!(settled, "Y's journal settled\n{}", fwd.stderr());
+    assert!(!y_sender.is_finished(), "Y's sender is held back");
+    let y_share_used = disk_used(&fwd);
+    assert!(
+        y_share_used <= 2 << 20,
+        "Y used {y_share_used} bytes, more than its share"
+    );
+
+    // X's destination is down too, for now: its events still find room on disk.
+    let x_sender = std::thread::spawn(move || send_padded(px, "x", 0..3000, 300).expect("send X"));
+    assert!(
+        wait_until(WAIT, || x_sender.is_finished()),
+        "X's sender was held back by Y's backlog\n{}",
+        fwd.stderr()
+    );
+    let sink_x = TlsSink::start_on(&certs, x_port);
+    let x = wait_tagged(&sink_x, "x", 3000, &fwd);
+    assert_eq!(sequence_counts(&x).len(), 3000, "nothing of X lost");
+    println!("Y held {y_share_used} bytes of its 2 MiB share; X queued and delivered 3000 events");
 }

@@ -10,7 +10,7 @@ use sekoia_shared::control::report::{self, WorkerReport, REPORT_SOCKET};
 use sekoia_shared::input::{self, InputCounters, MessageSink, Resolver};
 use sekoia_shared::queue::intake::{IntakeWriter, JournalOpener};
 use sekoia_shared::queue::layout::{InstanceDir, QueueKey, SpoolDir};
-use sekoia_shared::queue::{DiskBudget, Doorbell, RingProducer};
+use sekoia_shared::queue::{Doorbell, RingProducer};
 use tracing::info;
 
 use crate::instance;
@@ -44,7 +44,7 @@ pub fn run(spec: WorkerSpec, label: &str) -> Result<()> {
         .with_context(|| format!("cannot attach ring {}", ring_path.display()))?;
     // The memory tier holds `queue_size` events (and at most the ring's bytes).
     producer.set_max_records(Some(intake.queue_size));
-    let budget = DiskBudget::open(&state.budget_path()).context("cannot open the disk budget")?;
+    let budget = crate::budgets::open(&state, &intake.destination)?;
     let options = crate::journal_options(&cfg, spec.journal_sync, &budget);
     let opener = JournalOpener::new(
         SpoolDir::new(&cfg.settings.spool_dir).journal_dir(key),

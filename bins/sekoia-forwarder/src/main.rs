@@ -7,6 +7,7 @@
 //! role) and, for an ingest worker, its listening socket as fd 3 (systemd's `LISTEN_FDS`
 //! convention).
 
+mod budgets;
 mod check;
 mod check_connect;
 mod check_ports;

@@ -11,7 +11,7 @@ use sekoia_shared::control::status::{
     DiskStatus, ForwarderInfo, IntakeStatus, StatusReport, UplinkStatus, WorkerState, WorkerStatus,
 };
 use sekoia_shared::queue::layout::{QueueKey, SpoolDir};
-use sekoia_shared::queue::DiskBudget;
+use sekoia_shared::queue::DiskFigures;
 
 use crate::worker_set::{Role, WorkerView};
 
@@ -69,7 +69,7 @@ impl StatusBoard {
         cfg: &ForwarderConfig,
         views: &[WorkerView],
         stopping: bool,
-        budget: &DiskBudget,
+        disk: DiskFigures,
     ) -> StatusReport {
         let now = Instant::now();
         let spool = SpoolDir::new(&cfg.settings.spool_dir);
@@ -139,13 +139,10 @@ impl StatusBoard {
             forwarder: self.forwarder_info(cfg, stopping, now),
             intakes,
             uplink,
-            disk: {
-                let figures = budget.figures();
-                DiskStatus {
-                    limit_bytes: figures.in_force,
-                    configured_bytes: figures.configured,
-                    used_bytes: figures.used,
-                }
+            disk: DiskStatus {
+                limit_bytes: disk.in_force,
+                configured_bytes: disk.configured,
+                used_bytes: disk.used,
             },
         }
     }

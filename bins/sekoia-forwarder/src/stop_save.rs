@@ -8,16 +8,26 @@ use anyhow::Result;
 use sekoia_shared::config::ForwarderConfig;
 use sekoia_shared::queue::intake;
 use sekoia_shared::queue::layout::{InstanceDir, QueueKey, SpoolDir};
-use sekoia_shared::queue::DiskBudget;
 use tracing::{error, info};
 
 use crate::cli::JournalSync;
+use crate::routes::UplinkPlan;
 
 /// Saves every ring's undelivered records. Call only once every worker has exited.
-pub fn save_rings(cfg: &ForwarderConfig, state: &InstanceDir, sync: JournalSync) -> Result<()> {
+pub fn save_rings(
+    cfg: &ForwarderConfig,
+    routes: &[UplinkPlan],
+    state: &InstanceDir,
+    sync: JournalSync,
+) -> Result<()> {
     let spool = SpoolDir::new(&cfg.settings.spool_dir);
-    let budget = DiskBudget::open(&state.budget_path())?;
     for key in state.ring_keys()? {
+        // Charged to the destination the queue goes to (budgets.rs).
+        let destination = routes
+            .iter()
+            .find(|r| r.queues.contains(&key))
+            .map_or(&cfg.settings.destination, |r| &r.destination);
+        let budget = crate::budgets::open(state, destination)?;
         let intake_id = cfg
             .intakes
             .iter()

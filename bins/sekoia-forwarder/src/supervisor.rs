@@ -18,14 +18,15 @@ use sekoia_shared::config::{self, Destination, ForwarderConfig, Intake, Protocol
 use sekoia_shared::control::report::{serve_reports, ReportLine, REPORT_SOCKET};
 use sekoia_shared::control::{metrics, server, socket as control_socket};
 use sekoia_shared::control::{Command, ReloadOutcome, Response, ResponseBody};
-use sekoia_shared::queue::layout::{InstanceDir, QueueKey};
+use sekoia_shared::queue::layout::{InstanceDir, QueueKey, SpoolDir};
 use sekoia_shared::queue::shared_file::{PrivateDir, SharedFileError};
-use sekoia_shared::queue::{scan_usage, DiskBudget, Doorbell, Ring, RingError};
+use sekoia_shared::queue::{DiskBudget, Doorbell, Ring, RingError};
 use socket2::{Domain, Socket, Type};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::budgets::Budgets;
 use crate::cli::RuntimeArgs;
 use crate::instance::{self, Instance};
 use crate::reload::Plan;
@@ -52,7 +53,7 @@ pub fn run(cfg: ForwarderConfig, runtime_args: &RuntimeArgs, run_as: Option<&Run
             "workers run as this user; the supervisor keeps root to hold the ports");
     }
     crate::check_shm::refuse_if_too_small(&cfg, &runtime.shm_dir)?;
-    let (instance, budget) = as_user(run_as, || prepare_state(&cfg, runtime))?;
+    let (instance, budgets) = as_user(run_as, || prepare_state(&cfg, runtime))?;
     let listeners = bind_all(&cfg.intakes)?;
 
     let event_loop = tokio::runtime::Builder::new_current_thread()
@@ -65,7 +66,7 @@ pub fn run(cfg: ForwarderConfig, runtime_args: &RuntimeArgs, run_as: Option<&Run
         listeners,
         runtime_args,
         run_as,
-        budget,
+        budgets,
     ))?;
     Ok(())
 }
@@ -78,27 +79,27 @@ fn as_user<T>(run_as: Option<&RunAs>, f: impl FnOnce() -> Result<T>) -> Result<T
     }
 }
 
-/// The private state the workers boot from: instance folder and lock, disk budget, doorbell,
-/// one ring per intake (reopened when a previous run left them).
-fn prepare_state(cfg: &ForwarderConfig, runtime: &RuntimeArgs) -> Result<(Instance, DiskBudget)> {
+/// The private state the workers boot from: instance folder and lock, doorbell, one ring per
+/// intake (reopened when a previous run left them), the routes, a disk budget per
+/// destination.
+fn prepare_state(cfg: &ForwarderConfig, runtime: &RuntimeArgs) -> Result<(Instance, Budgets)> {
     let spool = &cfg.settings.spool_dir;
     PrivateDir::create(spool).context("cannot use the spool directory (SPOOL_DIR)")?;
     let instance = Instance::acquire(&runtime.shm_dir, spool)?;
-    let used = scan_usage(spool)
-        .with_context(|| format!("cannot measure the spool directory {}", spool.display()))?;
-    let budget = DiskBudget::create(&instance.dir().budget_path(), cfg.settings.disk_space, used)
-        .context("cannot create the disk budget")?;
-    log_disk_budget(&budget, spool);
-    if used > 0 {
-        info!(spool = %spool.display(), bytes = used, "found events queued on disk; they are sent first");
-    }
     Doorbell::create_or_open(&instance.dir().doorbell_path())
         .context("cannot create the uplink doorbell")?;
     for intake in &cfg.intakes {
         create_ring(instance.dir(), intake)?;
     }
     routes::record(cfg)?;
-    Ok((instance, budget))
+    let routes = routes::plan(cfg, instance.dir());
+    let budgets = Budgets::create(
+        instance.dir(),
+        SpoolDir::new(spool),
+        cfg.settings.disk_space,
+        &routes,
+    )?;
+    Ok((instance, budgets))
 }
 
 /// Creates the intake's ring, or reopens the one a previous run left. A ring file that
@@ -130,7 +131,7 @@ fn create_ring(state: &InstanceDir, intake: &Intake) -> Result<()> {
 
 /// Measures the spool's file system and says when `DISK_SPACE` is more than it can hold:
 /// then the smaller figure is the budget in force (`queue::journal::budget`).
-fn log_disk_budget(budget: &DiskBudget, spool: &std::path::Path) {
+pub(crate) fn log_disk_budget(budget: &DiskBudget, spool: &std::path::Path) {
     match budget.apply_fs(spool) {
         Ok(room) => {
             let f = budget.figures();
@@ -235,7 +236,7 @@ async fn supervise(
     listeners: Vec<OwnedFd>,
     runtime: &RuntimeArgs,
     run_as: Option<&RunAs>,
-    budget: DiskBudget,
+    mut budgets: Budgets,
 ) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -280,7 +281,7 @@ async fn supervise(
             _ = sigchld.recv() => workers.reap(),
             _ = sighup.recv() => {
                 info!("SIGHUP: reloading the configuration");
-                reload(&mut cfg, &mut workers, instance.dir(), runtime, run_as);
+                reload(&mut cfg, &mut workers, &mut budgets, instance.dir(), runtime, run_as);
             }
             Some((pid, line)) = channels.reports.recv() => {
                 if workers.is_worker(pid) {
@@ -292,11 +293,11 @@ async fn supervise(
                 let response = match request.command {
                     Command::Reload => {
                         info!("sekoia-ctl reload: reloading the configuration");
-                        let outcome = reload(&mut cfg, &mut workers, instance.dir(), runtime, run_as);
+                        let outcome = reload(&mut cfg, &mut workers, &mut budgets, instance.dir(), runtime, run_as);
                         Response::new(ResponseBody::Reload(outcome))
                     }
                     Command::Status => {
-                        let status = board.status(&cfg, &workers.views(), workers.is_stopping(), &budget);
+                        let status = board.status(&cfg, &workers.views(), workers.is_stopping(), budgets.figures());
                         Response::new(ResponseBody::Status(Box::new(status)))
                     }
                 };
@@ -316,7 +317,12 @@ async fn supervise(
     stop_workers(&mut workers).await;
     if workers.all_exited(|_| true) {
         as_user(run_as, || {
-            crate::stop_save::save_rings(&cfg, instance.dir(), runtime.journal_sync)
+            crate::stop_save::save_rings(
+                &cfg,
+                workers.routes(),
+                instance.dir(),
+                runtime.journal_sync,
+            )
         })?;
     } else {
         warn!(
@@ -369,6 +375,7 @@ async fn stop_workers(workers: &mut WorkerSet) {
 fn reload(
     cfg: &mut Arc<ForwarderConfig>,
     workers: &mut WorkerSet,
+    budgets: &mut Budgets,
     state: &InstanceDir,
     runtime: &RuntimeArgs,
     run_as: Option<&RunAs>,
@@ -409,6 +416,11 @@ fn reload(
     let new = Arc::new(new);
     let old_routes = workers.routes().to_vec();
     let new_routes = routes::plan(&new, state);
+    as_user(run_as, || {
+        budgets.reshape(state, &old_routes, &new_routes);
+        Ok(())
+    })
+    .ok();
     workers.set_config(Arc::clone(&new), new_routes.clone());
     let removed: Vec<QueueKey> = plan.removed.iter().map(|(key, _)| *key).collect();
     workers.retire(|r| matches!(r, Role::Ingest { key, .. } if removed.contains(key)));

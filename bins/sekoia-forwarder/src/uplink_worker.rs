@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use sekoia_shared::control::report::{self, WorkerReport, REPORT_SOCKET};
 use sekoia_shared::queue::intake;
 use sekoia_shared::queue::layout::{InstanceDir, SpoolDir};
-use sekoia_shared::queue::{DiskBudget, Doorbell};
+use sekoia_shared::queue::Doorbell;
 use sekoia_shared::uplink::{BatchSource, Uplink, UplinkConfig, UplinkCounters, Wakeup};
 use tracing::info;
 
@@ -45,7 +45,7 @@ pub fn run(spec: WorkerSpec, label: &str) -> Result<()> {
             "uplink of this queue",
         )?);
     }
-    let budget = DiskBudget::open(&state.budget_path()).context("cannot open the disk budget")?;
+    let budget = crate::budgets::open(&state, &destination)?;
     let opts = crate::journal_options(&cfg, spec.journal_sync, &budget);
     let spool = SpoolDir::new(&cfg.settings.spool_dir);
     let rings = state.ring_keys()?;

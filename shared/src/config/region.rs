@@ -118,6 +118,18 @@ impl Destination {
     pub fn same_place(&self, other: &Destination) -> bool {
         self.host.eq_ignore_ascii_case(&other.host) && self.port == other.port
     }
+
+    /// A short name for files of this destination, equal for two spellings of one place:
+    /// 16 hex digits of a hash (FNV-1a, stable across builds) of `host:port` in lower case.
+    pub fn id(&self) -> String {
+        let text = format!("{}:{}", self.host.to_ascii_lowercase(), self.port);
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in text.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
 }
 
 impl fmt::Display for Destination {

@@ -4,7 +4,8 @@
 //! <SHM_DIR>/<instance>/              instance = 16 hex digits of a hash of the spool folder
 //!     supervisor.lock                flock'd by the running supervisor (one per instance)
 //!     doorbell                       futex word the ingest workers ring to wake the uplink
-//!     disk.budget                    the DISK_SPACE counter every process maps
+//!     disk-<destination>.budget      the DISK_SPACE share of one destination, mapped by
+//!                                    every process that queues for it (`Destination::id`)
 //!     intake-<key>.ring              one ring per port intake (the memory tier)
 //!     intake-<key>.ring.producer.lock  flock'd by its ingest worker (one producer)
 //!     intake-<key>.ring.consumer.lock  flock'd by the uplink worker draining the queue (one
@@ -38,7 +39,6 @@ pub const SUPERVISOR_LOCK: &str = "supervisor.lock";
 const ROUTE_PREFIX: &str = "route-";
 const ROUTE_SUFFIX: &str = ".json";
 const DOORBELL_FILE: &str = "doorbell";
-const BUDGET_FILE: &str = "disk.budget";
 
 /// Which intake a queue belongs to: its protocol and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -139,8 +139,10 @@ impl InstanceDir {
         self.dir.join(DOORBELL_FILE)
     }
 
-    pub fn budget_path(&self) -> PathBuf {
-        self.dir.join(BUDGET_FILE)
+    /// The disk budget of the queues going to the destination whose id is `destination_id`
+    /// (`Destination::id`).
+    pub fn budget_path(&self, destination_id: &str) -> PathBuf {
+        self.dir.join(&format!("disk-{destination_id}.budget"))
     }
 
     /// The ring's producer lock (one ingest worker per ring).

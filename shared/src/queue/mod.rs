@@ -39,8 +39,8 @@ mod loom_tests;
 
 pub use doorbell::{Doorbell, WaitTicket};
 pub use journal::{
-    scan_usage, DiskBudget, DiskFigures, FsRoom, JournalError, JournalOptions, JournalReader,
-    JournalWriter, SyncPolicy,
+    scan_usage, usage_of, DiskBudget, DiskFigures, FsRoom, JournalError, JournalOptions,
+    JournalReader, JournalWriter, SyncPolicy,
 };
 pub use ring::{Ring, RingConsumer, RingInfo, RingProducer};
 

@@ -273,6 +273,20 @@ pub fn scan_usage(spool_dir: &Path) -> std::io::Result<u64> {
     Ok(total)
 }
 
+/// [`scan_usage`] of some journal directories only (those of one destination's queues);
+/// missing ones count 0.
+pub fn usage_of<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    for dir in dirs {
+        match journal_usage(dir) {
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}
+
 /// Charge of one journal directory (see [`scan_usage`]).
 pub(crate) fn journal_usage(dir: &Path) -> std::io::Result<u64> {
     let listing = list_dir(dir)?;

@@ -38,7 +38,7 @@ mod writer;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-pub use budget::{scan_usage, DiskBudget, DiskFigures, FsRoom};
+pub use budget::{scan_usage, usage_of, DiskBudget, DiskFigures, FsRoom};
 pub use checkpoint::Checkpoint;
 pub use reader::JournalReader;
 pub use segment::{segment_file_name, SEGMENT_HEADER_LEN, SEGMENT_VERSION};

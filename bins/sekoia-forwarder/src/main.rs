@@ -15,6 +15,7 @@ mod logging;
 mod notify;
 mod open_files;
 mod run_as;
+mod stats_task;
 mod status_board;
 mod stop_save;
 mod supervisor;

@@ -28,6 +28,8 @@ struct Sample {
 pub struct StatusBoard {
     started: Instant,
     latest: HashMap<u32, Sample>,
+    /// Time the uplink reported no connection up (see `UplinkStatus::down_s`).
+    uplink_down: Duration,
 }
 
 impl StatusBoard {
@@ -35,11 +37,13 @@ impl StatusBoard {
         Self {
             started: Instant::now(),
             latest: HashMap::new(),
+            uplink_down: Duration::ZERO,
         }
     }
 
     /// Keeps `report` as the latest of process `pid` (which the caller checked is a worker).
     pub fn record(&mut self, pid: u32, report: WorkerReport, now: Instant) {
+        self.note_uplink_down(pid, &report, now);
         let rate_per_s = self.latest.get(&pid).map_or(0.0, |prev| {
             let secs = now.duration_since(prev.at).as_secs_f64();
             let delta = events(&report).saturating_sub(events(&prev.report));
@@ -57,6 +61,19 @@ impl StatusBoard {
                 rate_per_s,
             },
         );
+    }
+
+    /// Adds the time since the uplink's previous report when this one says no connection
+    /// is up (a report says what held during the second before it).
+    fn note_uplink_down(&mut self, pid: u32, report: &WorkerReport, now: Instant) {
+        let WorkerReport::Uplink { uplink } = report else {
+            return;
+        };
+        if uplink.connections_up == 0 {
+            if let Some(prev) = self.latest.get(&pid) {
+                self.uplink_down += now.duration_since(prev.at);
+            }
+        }
     }
 
     /// Forgets the reports of processes that are no longer workers (dead, restarted).
@@ -77,6 +94,7 @@ impl StatusBoard {
             worker: self.worker_status(None, false, 0, stopping, now),
             counters: None,
             sent_per_s: 0.0,
+            down_s: self.uplink_down.as_secs(),
         };
         let uplink_sources = views
             .iter()
@@ -109,13 +127,13 @@ impl StatusBoard {
                     let Some(intake) = cfg.intakes.iter().find(|i| i.id == *intake_id) else {
                         continue;
                     };
-                    let (input, received_per_s) = match sample {
+                    let (input, queue, received_per_s) = match sample {
                         Some(Sample {
-                            report: WorkerReport::Ingest { input, .. },
+                            report: WorkerReport::Ingest { input, queue, .. },
                             rate_per_s,
                             ..
-                        }) => (Some(*input), *rate_per_s),
-                        _ => (None, 0.0),
+                        }) => (Some(*input), Some(*queue), *rate_per_s),
+                        _ => (None, None, 0.0),
                     };
                     let key = QueueKey::of(intake);
                     let name = key.to_string();
@@ -131,6 +149,7 @@ impl StatusBoard {
                         received_per_s,
                         journal_bytes: folder_bytes(&spool.journal_dir(key))
                             + folder_bytes(&spool.saved_dir(key)),
+                        queue,
                     });
                 }
             }

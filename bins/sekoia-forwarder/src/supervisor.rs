@@ -92,7 +92,11 @@ fn prepare_state(cfg: &ForwarderConfig, runtime: &RuntimeArgs) -> Result<(Instan
     Doorbell::create_or_open(&instance.dir().doorbell_path())
         .context("cannot create the uplink doorbell")?;
     for intake in &cfg.intakes {
-        create_ring(instance.dir(), intake)?;
+        create_ring(instance.dir(), QueueKey::of(intake), intake.queue_size, intake.id, &intake.name)?;
+    }
+    if let Some(entry) = &cfg.stats {
+        let id = crate::stats_task::STATS_INTAKE_ID;
+        create_ring(instance.dir(), QueueKey::STATS, entry.queue_size, id, &entry.name)?;
     }
     Ok((instance, budget))
 }
@@ -100,25 +104,24 @@ fn prepare_state(cfg: &ForwarderConfig, runtime: &RuntimeArgs) -> Result<(Instan
 /// Creates the intake's ring, or reopens the one a previous run left. A ring file that
 /// cannot be used (corrupt, another format) is moved aside, named in the log, and replaced:
 /// one bad file must not keep the forwarder from starting.
-fn create_ring(state: &InstanceDir, intake: &Intake) -> Result<()> {
-    let key = QueueKey::of(intake);
+fn create_ring(state: &InstanceDir, key: QueueKey, queue_size: u64, id: u16, name: &str) -> Result<()> {
     let path = state.ring_path(key);
-    let capacity = instance::ring_capacity(intake.queue_size);
-    let info = match Ring::create_or_open(&path, capacity, intake.id) {
+    let capacity = instance::ring_capacity(queue_size);
+    let info = match Ring::create_or_open(&path, capacity, id) {
         Ok(info) => info,
         Err(e) if is_unusable_file(&e) => {
             let aside = state.quarantine_ring(key).with_context(|| {
                 format!("cannot move the unusable ring {} aside", path.display())
             })?;
-            error!(intake = %intake.name, ring = %path.display(), moved_to = %aside.display(), error = %e,
+            error!(intake = %name, ring = %path.display(), moved_to = %aside.display(), error = %e,
                 "ring file unusable; moved aside (inspect or delete it) and replaced by a new one");
-            Ring::create_or_open(&path, capacity, intake.id)
+            Ring::create_or_open(&path, capacity, id)
                 .with_context(|| format!("cannot create ring {}", path.display()))?
         }
         Err(e) => return Err(e).with_context(|| format!("cannot create ring {}", path.display())),
     };
     if info.reopened && info.head > info.committed {
-        info!(intake = %intake.name, backlog_bytes = info.head - info.committed,
+        info!(intake = %name, backlog_bytes = info.head - info.committed,
             "found events left by a previous run; they are sent first");
     }
     Ok(())
@@ -261,6 +264,13 @@ async fn supervise(
         "forwarder running"
     );
     let mut channels = control_channels(cfg, instance.dir().path(), run_as).await?;
+    let stats = crate::stats_task::start(
+        cfg,
+        instance.dir(),
+        runtime.journal_sync,
+        run_as,
+        channels.request_tx.clone(),
+    )?;
     let mut board = StatusBoard::new();
     crate::notify::notify("READY=1");
 
@@ -320,6 +330,9 @@ async fn supervise(
         workers.signal(is_uplink, Signal::SIGKILL);
         wait_for(&mut workers, is_uplink, Duration::from_secs(2)).await;
     }
+    if let Some(stats) = stats {
+        stats.stop();
+    }
     if workers.all_exited(|_| true) {
         as_user(run_as, || {
             crate::stop_save::save_rings(cfg, instance.dir(), runtime.journal_sync)
@@ -354,6 +367,8 @@ async fn wait_for(
 struct Channels {
     reports: mpsc::Receiver<(u32, ReportLine)>,
     requests: mpsc::Receiver<server::Pending>,
+    /// Another way in for requests: the monitoring task asks the status with it.
+    request_tx: mpsc::Sender<server::Pending>,
     /// The control socket we created (removed at stop), if it could be created.
     control_socket: Option<PathBuf>,
 }
@@ -408,6 +423,7 @@ async fn control_channels(
     Ok(Channels {
         reports,
         requests,
+        request_tx,
         control_socket,
     })
 }

@@ -29,7 +29,7 @@ mod tests;
 
 pub use drain::{IntakeQueue, JournalTier, RingTier, Tier};
 pub use stop_save::{save_ring, Saved};
-pub use writer::{IntakeWriter, JournalOpener, Push};
+pub use writer::{IntakeWriter, JournalOpener, Push, QueueSnapshot};
 
 use std::time::Duration;
 

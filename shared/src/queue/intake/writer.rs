@@ -91,6 +91,34 @@ pub struct IntakeWriter {
     held: Repeating,
     /// When the journal last could not take an event.
     last_held: Option<Instant>,
+    /// What went where (the monitoring counters of this queue).
+    counts: QueueSnapshot,
+}
+
+/// What an intake's queue took and holds, as its writer sees it: counters since the writer
+/// started, and the backlog of each tier now. The monitoring objects `ruleset-<name>` (the
+/// ring) and `ruleset-<name>[DA]` (the journal) are made of these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueSnapshot {
+    /// Events put in the ring.
+    pub ring_enqueued: u64,
+    /// Times the ring was found full (the spill to the journal starts, or an event waits).
+    pub ring_full: u64,
+    /// Events in the ring now (published, not yet delivered), and their bytes.
+    pub ring_events: u64,
+    pub ring_bytes: u64,
+    /// Most events seen in the ring at once.
+    pub ring_max_events: u64,
+    /// Events put in the journal.
+    pub journal_enqueued: u64,
+    /// Times no tier could take an event (the journal is full or failing): TCP/TLS senders
+    /// wait, UDP datagrams are dropped (`dropped_full` of the input).
+    pub journal_full: u64,
+    /// Events in the journal not yet delivered, and their bytes (records and headers).
+    pub journal_events: u64,
+    pub journal_bytes: u64,
+    /// Most events seen in the journal at once.
+    pub journal_max_events: u64,
 }
 
 impl IntakeWriter {
@@ -106,6 +134,7 @@ impl IntakeWriter {
             rejected: 0,
             held: Repeating::default(),
             last_held: None,
+            counts: QueueSnapshot::default(),
         };
         w.open_journal();
         w
@@ -130,6 +159,7 @@ impl IntakeWriter {
         if !self.spilling || self.journal.is_none() {
             match self.ring.try_push(meta, payload) {
                 Ok(true) => {
+                    self.counts.ring_enqueued += 1;
                     self.spilling = false;
                     if self.held.is_active() {
                         self.writes_work();
@@ -137,10 +167,11 @@ impl IntakeWriter {
                     return Push::Queued;
                 }
                 Ok(false) if !self.spilling => {
+                    self.counts.ring_full += 1;
                     self.spilling = true;
                     info!(intake = %self.name, "memory queue full; spilling to disk");
                 }
-                Ok(false) => {}
+                Ok(false) => self.counts.ring_full += 1,
                 Err(e) => {
                     self.rejected += 1;
                     error!(intake = %self.name, error = %e, rejected = self.rejected,
@@ -154,27 +185,48 @@ impl IntakeWriter {
 
     fn append_to_journal(&mut self, meta: &RecordMeta, payload: &[u8]) -> Push {
         let Some(journal) = self.journal.as_mut() else {
+            self.counts.journal_full += 1;
             return Push::HeldBack;
         };
         match journal.append(meta, payload) {
             Ok(true) => {
+                self.counts.journal_enqueued += 1;
                 self.journaled = true;
                 Push::Queued
             }
             Ok(false) => {
+                self.counts.journal_full += 1;
                 self.held_back(&"the disk budget in force (DISK_SPACE, or the free space of SPOOL_DIR) is exhausted");
                 Push::HeldBack
             }
             Err(e) => {
+                self.counts.journal_full += 1;
                 self.held_back(&e);
                 Push::HeldBack
             }
         }
     }
 
+    /// The counters and each tier's backlog now (the gauges are read from the ring header
+    /// and the journal's state page, so they follow the uplink's deliveries).
+    pub fn snapshot(&mut self) -> QueueSnapshot {
+        self.note_backlog();
+        self.counts
+    }
+
+    fn note_backlog(&mut self) {
+        let c = &mut self.counts;
+        (c.ring_events, c.ring_bytes) = self.ring.backlog();
+        (c.journal_events, c.journal_bytes) =
+            self.journal.as_ref().map_or((0, 0), JournalWriter::backlog);
+        c.ring_max_events = c.ring_max_events.max(c.ring_events);
+        c.journal_max_events = c.journal_max_events.max(c.journal_events);
+    }
+
     /// Makes what was pushed visible to the uplink and wakes it.
     pub fn end_batch(&mut self) {
         self.ring.publish();
+        self.note_backlog();
         let buffered = self
             .journal
             .as_ref()

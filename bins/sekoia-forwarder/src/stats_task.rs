@@ -238,8 +238,10 @@ impl Producer {
             Err(e) => match self.file_failing.occurred(now) {
                 Some(Report::Started) => warn!(file = %self.file.path().display(), error = %e,
                     "cannot write STATS_FILE; the objects are still sent (retried every interval)"),
-                Some(Report::Ongoing { count, total, .. }) => warn!(file = %self.file.path().display(),
-                    error = %e, count, total, "STATS_FILE still cannot be written"),
+                Some(Report::Ongoing { count, total, .. }) => {
+                    warn!(file = %self.file.path().display(),
+                    error = %e, count, total, "STATS_FILE still cannot be written")
+                }
                 _ => {}
             },
         }

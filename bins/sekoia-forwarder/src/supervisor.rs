@@ -92,11 +92,23 @@ fn prepare_state(cfg: &ForwarderConfig, runtime: &RuntimeArgs) -> Result<(Instan
     Doorbell::create_or_open(&instance.dir().doorbell_path())
         .context("cannot create the uplink doorbell")?;
     for intake in &cfg.intakes {
-        create_ring(instance.dir(), QueueKey::of(intake), intake.queue_size, intake.id, &intake.name)?;
+        create_ring(
+            instance.dir(),
+            QueueKey::of(intake),
+            intake.queue_size,
+            intake.id,
+            &intake.name,
+        )?;
     }
     if let Some(entry) = &cfg.stats {
         let id = crate::stats_task::STATS_INTAKE_ID;
-        create_ring(instance.dir(), QueueKey::STATS, entry.queue_size, id, &entry.name)?;
+        create_ring(
+            instance.dir(),
+            QueueKey::STATS,
+            entry.queue_size,
+            id,
+            &entry.name,
+        )?;
     }
     Ok((instance, budget))
 }
@@ -104,7 +116,13 @@ fn prepare_state(cfg: &ForwarderConfig, runtime: &RuntimeArgs) -> Result<(Instan
 /// Creates the intake's ring, or reopens the one a previous run left. A ring file that
 /// cannot be used (corrupt, another format) is moved aside, named in the log, and replaced:
 /// one bad file must not keep the forwarder from starting.
-fn create_ring(state: &InstanceDir, key: QueueKey, queue_size: u64, id: u16, name: &str) -> Result<()> {
+fn create_ring(
+    state: &InstanceDir,
+    key: QueueKey,
+    queue_size: u64,
+    id: u16,
+    name: &str,
+) -> Result<()> {
     let path = state.ring_path(key);
     let capacity = instance::ring_capacity(queue_size);
     let info = match Ring::create_or_open(&path, capacity, id) {

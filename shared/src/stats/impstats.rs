@@ -42,7 +42,10 @@ impl StatsObject {
 
     /// The counter `field`, if the object has it.
     pub fn get(&self, field: &str) -> Option<u64> {
-        self.fields.iter().find(|(f, _)| *f == field).map(|&(_, v)| v)
+        self.fields
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|&(_, v)| v)
     }
 
     /// The object as rsyslog's `json` format prints it (no newline).

@@ -72,7 +72,13 @@ mod tests {
     fn a_line_has_pri_46_the_pstats_app_name_and_the_json_as_msg() {
         let o = StatsObject::new("input-fw(514)", "imtcp").with("submitted", 3);
         let mut out = Vec::new();
-        let r = render_line(&o, "KEY", "host1", "2026-12-01T01:00:00.000000+00:00", &mut out);
+        let r = render_line(
+            &o,
+            "KEY",
+            "host1",
+            "2026-12-01T01:00:00.000000+00:00",
+            &mut out,
+        );
         let line = "<46>1 2026-12-01T01:00:00.000000+00:00 host1 rsyslogd-pstats - LOG \
                     [SEKOIA@53288 intake_key=\"KEY\"] { \"name\": \"input-fw(514)\", \
                     \"origin\": \"imtcp\", \"submitted\": 3 }\n";

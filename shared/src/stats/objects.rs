@@ -60,7 +60,10 @@ impl Interval<'_> {
                 .filter(|p| same_worker(&p.worker, &now.worker));
             out.push(input_object(intake, now, prev));
             let (q, pq) = (now.queue.unwrap_or_default(), prev.and_then(|p| p.queue));
-            let dropped = grew(now.input.map(|i| i.dropped_full), prev.and_then(|p| p.input.map(|i| i.dropped_full)));
+            let dropped = grew(
+                now.input.map(|i| i.dropped_full),
+                prev.and_then(|p| p.input.map(|i| i.dropped_full)),
+            );
             out.extend(queue_objects(&intake.metric_name, &q, pq.as_ref(), dropped));
             out.extend(self.output_objects(&intake.metric_name, &QueueKey::of(intake).to_string()));
             out.push(intake_object(intake, now, prev));
@@ -119,7 +122,12 @@ impl Interval<'_> {
         let (now, prev) = self.uplink();
         let pool = |f: fn(&UplinkSnapshot) -> u64| grew(now.map(f), prev.map(f));
         let restarts = self.now.uplink.worker.restarts
-            + self.now.intakes.iter().map(|i| i.worker.restarts).sum::<u64>();
+            + self
+                .now
+                .intakes
+                .iter()
+                .map(|i| i.worker.restarts)
+                .sum::<u64>();
         let disk = &self.now.disk;
         StatsObject::new("forwarder", OURS)
             .with("uplink.connections", now.map_or(0, |u| u.connections_up))
@@ -155,9 +163,10 @@ fn input_object(intake: &Intake, now: &IntakeStatus, prev: Option<&IntakeStatus>
             format!("input-{}(*/{}/IPv4)", intake.metric_name, intake.port),
             "imudp",
         ),
-        Protocol::Tcp | Protocol::Tls => {
-            (format!("input-{}({})", intake.metric_name, intake.port), "imtcp")
-        }
+        Protocol::Tcp | Protocol::Tls => (
+            format!("input-{}({})", intake.metric_name, intake.port),
+            "imtcp",
+        ),
     };
     StatsObject::new(name, origin).with("submitted", input_grew(now, prev, |i| i.received))
 }
@@ -167,7 +176,10 @@ fn input_grew(
     prev: Option<&IntakeStatus>,
     f: fn(&InputCountersSnapshot) -> u64,
 ) -> u64 {
-    grew(now.input.as_ref().map(f), prev.and_then(|p| p.input.as_ref()).map(f))
+    grew(
+        now.input.as_ref().map(f),
+        prev.and_then(|p| p.input.as_ref()).map(f),
+    )
 }
 
 /// `ruleset-<name>` (memory) and `ruleset-<name>[DA]` (disk) of one queue; `dropped` is what

@@ -83,6 +83,8 @@ fn a_loose_mode_is_tightened() {
 
 #[test]
 fn stamps_like_ctime() {
-    let t = chrono::Local.with_ymd_and_hms(2026, 12, 1, 1, 23, 37).unwrap();
+    let t = chrono::Local
+        .with_ymd_and_hms(2026, 12, 1, 1, 23, 37)
+        .unwrap();
     assert_eq!(ctime_stamp(t), "Tue Dec  1 01:23:37 2026");
 }

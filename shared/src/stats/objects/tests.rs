@@ -170,23 +170,58 @@ fn names_origins_and_fields_are_the_reference_ones() {
         let fields: Vec<&str> = o.fields.iter().map(|(f, _)| *f).collect();
         (o.origin, fields)
     };
-    assert_eq!(shape("input-fire_walls(20516)"), ("imtcp", vec!["submitted"]));
-    assert_eq!(shape("input-proxies(*/20517/IPv4)"), ("imudp", vec!["submitted"]));
-    let queue = vec!["size", "enqueued", "full", "discarded.full", "discarded.nf", "maxqsize"];
+    assert_eq!(
+        shape("input-fire_walls(20516)"),
+        ("imtcp", vec!["submitted"])
+    );
+    assert_eq!(
+        shape("input-proxies(*/20517/IPv4)"),
+        ("imudp", vec!["submitted"])
+    );
+    let queue = vec![
+        "size",
+        "enqueued",
+        "full",
+        "discarded.full",
+        "discarded.nf",
+        "maxqsize",
+    ];
     for name in ["fire_walls", "proxies", "monitoring"] {
-        assert_eq!(shape(&format!("ruleset-{name}")), ("core.queue", queue.clone()));
-        assert_eq!(shape(&format!("ruleset-{name}[DA]")), ("core.queue", queue.clone()));
+        assert_eq!(
+            shape(&format!("ruleset-{name}")),
+            ("core.queue", queue.clone())
+        );
+        assert_eq!(
+            shape(&format!("ruleset-{name}[DA]")),
+            ("core.queue", queue.clone())
+        );
         assert_eq!(
             shape(&format!("output-{name}")),
             (
                 "core.action",
-                vec!["processed", "failed", "suspended", "suspended.duration", "resumed", "resent"]
+                vec![
+                    "processed",
+                    "failed",
+                    "suspended",
+                    "suspended.duration",
+                    "resumed",
+                    "resent"
+                ]
             )
         );
     }
-    let omfwd: Vec<_> = all.iter().filter(|o| o.name == "TCP-intake.sekoia.io-10514").collect();
-    assert_eq!(omfwd.len(), 3, "one forwarding action per entry, as the reference");
-    assert!(omfwd.iter().all(|o| o.origin == "omfwd" && o.get("bytes.sent").is_some()));
+    let omfwd: Vec<_> = all
+        .iter()
+        .filter(|o| o.name == "TCP-intake.sekoia.io-10514")
+        .collect();
+    assert_eq!(
+        omfwd.len(),
+        3,
+        "one forwarding action per entry, as the reference"
+    );
+    assert!(omfwd
+        .iter()
+        .all(|o| o.origin == "omfwd" && o.get("bytes.sent").is_some()));
     assert_eq!(
         shape("resource-usage"),
         ("impstats", vec!["utime", "stime", "maxrss", "openfiles"])
@@ -200,13 +235,19 @@ fn resettable_counters_count_the_interval_and_gauges_the_present() {
     let prev = report(1000, [10, 11, 12]);
     let now = report(1500, [10, 11, 12]);
     let all = objects(&now, Some(&prev));
-    assert_eq!(find(&all, "input-fire_walls(20516)").get("submitted"), Some(500));
+    assert_eq!(
+        find(&all, "input-fire_walls(20516)").get("submitted"),
+        Some(500)
+    );
     let ruleset = find(&all, "ruleset-fire_walls");
     assert_eq!(ruleset.get("enqueued"), Some(500));
     assert_eq!(ruleset.get("size"), Some(7), "a gauge: the ring now");
     assert_eq!(ruleset.get("maxqsize"), Some(9));
     assert_eq!(ruleset.get("discarded.full"), Some(50));
-    assert_eq!(find(&all, "ruleset-fire_walls[DA]").get("enqueued"), Some(250));
+    assert_eq!(
+        find(&all, "ruleset-fire_walls[DA]").get("enqueued"),
+        Some(250)
+    );
     assert_eq!(find(&all, "ruleset-fire_walls[DA]").get("size"), Some(3));
     let output = find(&all, "output-proxies");
     assert_eq!(output.get("processed"), Some(500));
@@ -228,9 +269,15 @@ fn a_restarted_worker_counts_from_zero_never_negative() {
     let prev = report(1000, [10, 11, 12]);
     let now = report(40, [20, 11, 13]);
     let all = objects(&now, Some(&prev));
-    assert_eq!(find(&all, "input-fire_walls(20516)").get("submitted"), Some(40));
+    assert_eq!(
+        find(&all, "input-fire_walls(20516)").get("submitted"),
+        Some(40)
+    );
     assert_eq!(find(&all, "ruleset-fire_walls").get("enqueued"), Some(40));
     assert_eq!(find(&all, "output-fire_walls").get("processed"), Some(40));
     // The same udp worker, whose counter went down (it cannot): counted from 0 as well.
-    assert_eq!(find(&all, "input-proxies(*/20517/IPv4)").get("submitted"), Some(41));
+    assert_eq!(
+        find(&all, "input-proxies(*/20517/IPv4)").get("submitted"),
+        Some(41)
+    );
 }

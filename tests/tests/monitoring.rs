@@ -16,11 +16,12 @@ const KEY: &str = "FirewallsIntakeKey0123456789";
 const STATS_KEY: &str = "MonitoringIntakeKey0123456789";
 const WAIT: Duration = Duration::from_secs(30);
 
-fn forwarder(sink_port: u16, certs: &TestCerts) -> (Forwarder, u16) {
+/// A tcp intake (its ring holding `queue_size` events) and the monitoring entry.
+fn forwarder(sink_port: u16, certs: &TestCerts, queue_size: u32) -> (Forwarder, u16) {
     let port = free_tcp_port();
     let yaml = format!(
         "---\nintakes:\n- name: Firewalls\n  protocol: tcp\n  port: {port}\n  intake_key: {KEY}\n\
-         - name: Monitoring\n  stats: True\n  intake_key: {STATS_KEY}\n"
+         \x20 queue_size: {queue_size}\n- name: Monitoring\n  stats: True\n  intake_key: {STATS_KEY}\n"
     );
     let fwd = ForwarderBuilder::new(&yaml, sink_port)
         .ca_file(&certs.ca_pem)
@@ -108,7 +109,7 @@ fn stats_file_objects(fwd: &Forwarder) -> Vec<String> {
 fn counters_in_the_monitoring_lines_are_true() {
     let certs = TestCerts::new(&["127.0.0.1", "localhost"]);
     let sink = TlsSink::start(&certs);
-    let (fwd, port) = forwarder(sink.port, &certs);
+    let (fwd, port) = forwarder(sink.port, &certs, 1000);
     send(port, 300);
     let wire_bytes: u64 = {
         let lines = sink.wait_for(300, WAIT);
@@ -180,28 +181,26 @@ fn counts(texts: impl IntoIterator<Item = String>) -> HashMap<String, usize> {
 fn a_destination_that_is_down_makes_monitoring_lines_queue_and_loses_none() {
     let certs = TestCerts::new(&["127.0.0.1", "localhost"]);
     let sink_port = free_tcp_port();
-    let (mut fwd, port) = forwarder(sink_port, &certs);
+    let (mut fwd, port) = forwarder(sink_port, &certs, 50);
     send(port, 200);
     // While the destination is down, the intervals go on (nothing waits for the uplink) and
-    // show the events queued in memory.
+    // show the events queued: 50 in memory (the intake's queue_size), 150 on disk.
     let queued = wait_until(WAIT, || {
         let file = stats_file_objects(&fwd);
-        let queued_200 = file.iter().any(|j| {
-            j.starts_with(
-                "{ \"name\": \"ruleset-firewalls\", \"origin\": \"core.queue\", \"size\": 200,",
-            )
-        });
+        let has = |start: &str| file.iter().any(|j| j.starts_with(start));
         let intervals = file
             .iter()
             .filter(|j| j.contains("\"resource-usage\""))
             .count();
-        queued_200 && intervals >= 3
+        has(r#"{ "name": "ruleset-firewalls", "origin": "core.queue", "size": 50,"#)
+            && has(r#"{ "name": "ruleset-firewalls[DA]", "origin": "core.queue", "size": 150,"#)
+            && intervals >= 3
     });
-    assert!(
-        queued,
-        "no interval showed the queued events:\n{}",
-        fwd.stderr()
-    );
+    let shown: Vec<String> = stats_file_objects(&fwd)
+        .into_iter()
+        .filter(|j| j.contains("ruleset-firewalls"))
+        .collect();
+    assert!(queued, "no interval showed the queued events:\n{shown:#?}");
     let monitoring_queued = stats_file_objects(&fwd)
         .iter()
         .filter_map(|j| serde_json::from_str::<Value>(j).ok())
@@ -211,6 +210,21 @@ fn a_destination_that_is_down_makes_monitoring_lines_queue_and_loses_none() {
     assert!(
         monitoring_queued > Some(0),
         "the monitoring lines queue too"
+    );
+
+    // `sekoia-ctl status` shows the same backlog, in events and bytes.
+    let (ok, json, err) = fwd.ctl(&["status", "--json"]);
+    assert!(ok, "{err}");
+    let status: Value = serde_json::from_str(&json).expect("status JSON");
+    let queue = &status["intakes"][0]["queue"];
+    assert_eq!(queue["ring_events"], 50, "{status:#}");
+    assert!(queue["ring_bytes"].as_u64() > Some(50 * 40), "{status:#}");
+    assert_eq!(queue["journal_events"], 150, "{status:#}");
+    assert_eq!(queue["journal_enqueued"], 150, "{status:#}");
+    let (ok, table, _) = fwd.ctl(&["status"]);
+    assert!(
+        ok && table.contains(" 50 ev ") && table.contains(" 150 ev "),
+        "{table}"
     );
 
     let written_while_down = counts(stats_file_objects(&fwd));
@@ -233,5 +247,13 @@ fn a_destination_that_is_down_makes_monitoring_lines_queue_and_loses_none() {
         missing.is_empty() && events == 200
     });
     assert!(all_arrived, "monitoring lines lost: {missing:#?}");
+    // Once delivered, both tiers are reported empty again.
+    let drained = wait_until(WAIT, || {
+        let objects = stats_objects(&sink.lines());
+        let last = |name: &str| objects.iter().rev().find(|o| o["name"] == name).cloned();
+        last("ruleset-firewalls").is_some_and(|o| o["size"] == 0)
+            && last("ruleset-firewalls[DA]").is_some_and(|o| o["size"] == 0 && o["maxqsize"] == 150)
+    });
+    assert!(drained, "the queue sizes did not come back to 0");
     fwd.terminate(Duration::from_secs(40));
 }

@@ -36,15 +36,17 @@ pub fn render(s: &StatusReport) -> String {
     out
 }
 
-const INTAKE_HEADER: [&str; 13] = [
-    "INTAKE", "PROTO", "PORT", "STATE", "CONN", "IN/S", "RECEIVED", "SENT", "JOURNAL", "DROPPED",
-    "TRUNC", "ERRORS", "RESTARTS",
+/// MEMORY and DISK: the backlog of the ring and of the journal, in events and bytes.
+const INTAKE_HEADER: [&str; 14] = [
+    "INTAKE", "PROTO", "PORT", "STATE", "CONN", "IN/S", "RECEIVED", "SENT", "MEMORY", "DISK",
+    "DROPPED", "TRUNC", "ERRORS", "RESTARTS",
 ];
 
 fn intake_table(intakes: &[IntakeStatus]) -> String {
     let rows = intakes.iter().map(|i| {
         let c = i.input.unwrap_or_default();
         let errors = c.read_errors + c.tls_handshake_failures + c.partial_discarded;
+        let q = i.queue.unwrap_or_default();
         vec![
             i.name.clone(),
             i.protocol.clone(),
@@ -54,7 +56,8 @@ fn intake_table(intakes: &[IntakeStatus]) -> String {
             format!("{:.0}", i.received_per_s),
             c.received.to_string(),
             i.events_sent.to_string(),
-            bytes(i.journal_bytes),
+            format!("{} ev {}", q.ring_events, bytes(q.ring_bytes)),
+            format!("{} ev {}", q.journal_events, bytes(i.journal_bytes)),
             c.dropped_full.to_string(),
             c.truncated.to_string(),
             errors.to_string(),

@@ -228,7 +228,7 @@ pub fn check(args: &SettingsArgs, runtime: &RuntimeArgs) -> ExitCode {
                 "configuration OK: {} intake(s){}, destination {}:{}{}",
                 cfg.intakes.len(),
                 if cfg.stats.is_some() {
-                    " + a monitoring entry (its reports are not sent yet)"
+                    " + a monitoring entry"
                 } else {
                     ""
                 },

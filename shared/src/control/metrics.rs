@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::server::Pending;
 use super::status::{StatusReport, WorkerState};
 use super::{Command, Request, ResponseBody, CLIENT_TIMEOUT};
+use crate::queue::intake::QueueSnapshot;
 
 /// Scrapes served at once.
 const MAX_SCRAPERS: usize = 8;
@@ -173,6 +174,25 @@ impl Collector for StatusCollector {
             "journal_bytes",
             "Bytes of the intake's journal files on disk.",
             gauges(&|i| i.journal_bytes),
+        )?;
+        let queue = |f: fn(&QueueSnapshot) -> u64| gauges(&move |i| i.queue.map_or(0, |q| f(&q)));
+        family(
+            e,
+            "memory_backlog_events",
+            "Events in the intake's ring (memory), not yet delivered.",
+            queue(|q| q.ring_events),
+        )?;
+        family(
+            e,
+            "memory_backlog_bytes",
+            "Bytes of the events in the intake's ring, not yet delivered.",
+            queue(|q| q.ring_bytes),
+        )?;
+        family(
+            e,
+            "disk_backlog_events",
+            "Events in the intake's journal (disk), not yet delivered.",
+            queue(|q| q.journal_events),
         )?;
         self.encode_workers(e)?;
         self.encode_uplink(e)?;

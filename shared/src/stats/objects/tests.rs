@@ -256,7 +256,8 @@ fn resettable_counters_count_the_interval_and_gauges_the_present() {
     assert_eq!(output.get("suspended.duration"), Some(5));
     let bytes: Vec<_> = all
         .iter()
-        .filter_map(|o| o.name.starts_with("TCP-").then(|| o.get("bytes.sent")))
+        .filter(|o| o.name.starts_with("TCP-"))
+        .map(|o| o.get("bytes.sent"))
         .collect();
     assert_eq!(bytes, [Some(50_000); 3]);
     assert_eq!(find(&all, "ruleset-monitoring").get("enqueued"), Some(10));

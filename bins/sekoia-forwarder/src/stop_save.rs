@@ -18,11 +18,14 @@ pub fn save_rings(cfg: &ForwarderConfig, state: &InstanceDir, sync: JournalSync)
     let spool = SpoolDir::new(&cfg.settings.spool_dir);
     let budget = DiskBudget::open(&state.budget_path())?;
     for key in state.ring_keys()? {
-        let intake_id = cfg
-            .intakes
-            .iter()
-            .find(|i| QueueKey::of(i) == key)
-            .map_or(0, |i| i.id);
+        let intake_id = match key {
+            QueueKey::STATS => crate::stats_task::STATS_INTAKE_ID,
+            _ => cfg
+                .intakes
+                .iter()
+                .find(|i| QueueKey::of(i) == key)
+                .map_or(0, |i| i.id),
+        };
         let (ring, dir) = (state.ring_path(key), spool.saved_dir(key));
         let opts = crate::journal_options(cfg, sync, &budget);
         match intake::save_ring(&ring, &dir, intake_id, budget.clone(), opts) {

@@ -221,6 +221,8 @@ fn a_destination_that_is_down_makes_monitoring_lines_queue_and_loses_none() {
     assert!(queue["ring_bytes"].as_u64() > Some(50 * 40), "{status:#}");
     assert_eq!(queue["journal_events"], 150, "{status:#}");
     assert_eq!(queue["journal_enqueued"], 150, "{status:#}");
+    // Sent before three intervals of 1 s went by: the oldest has waited that long at least.
+    assert!(queue["oldest_age_ms"].as_u64() >= Some(2000), "{status:#}");
     let (ok, table, _) = fwd.ctl(&["status"]);
     assert!(
         ok && table.contains(" 50 ev ") && table.contains(" 150 ev "),

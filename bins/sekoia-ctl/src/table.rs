@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use sekoia_shared::control::status::{IntakeStatus, StatusReport, UplinkStatus, WorkerState};
+use sekoia_shared::queue::intake::QueueSnapshot;
 
 pub fn render(s: &StatusReport) -> String {
     let mut out = String::new();
@@ -36,10 +37,11 @@ pub fn render(s: &StatusReport) -> String {
     out
 }
 
-/// MEMORY and DISK: the backlog of the ring and of the journal, in events and bytes.
-const INTAKE_HEADER: [&str; 14] = [
+/// MEMORY and DISK: the backlog of the ring and of the journal, in events and bytes;
+/// OLDEST: how long the oldest of them has waited.
+const INTAKE_HEADER: [&str; 15] = [
     "INTAKE", "PROTO", "PORT", "STATE", "CONN", "IN/S", "RECEIVED", "SENT", "MEMORY", "DISK",
-    "DROPPED", "TRUNC", "ERRORS", "RESTARTS",
+    "OLDEST", "DROPPED", "TRUNC", "ERRORS", "RESTARTS",
 ];
 
 fn intake_table(intakes: &[IntakeStatus]) -> String {
@@ -58,6 +60,7 @@ fn intake_table(intakes: &[IntakeStatus]) -> String {
             i.events_sent.to_string(),
             format!("{} ev {}", q.ring_events, bytes(q.ring_bytes)),
             format!("{} ev {}", q.journal_events, bytes(i.journal_bytes)),
+            oldest(&q),
             c.dropped_full.to_string(),
             c.truncated.to_string(),
             errors.to_string(),
@@ -125,6 +128,17 @@ fn verdict(s: &StatusReport) -> String {
         "OK: nothing dropped, every worker running, uplink connected\n".to_string()
     } else {
         format!("ATTENTION: {}\n", problems.join("; "))
+    }
+}
+
+/// Age of the oldest queued event: `-` when nothing is queued, `?` when it is not known
+/// (queued by a previous worker).
+fn oldest(q: &QueueSnapshot) -> String {
+    match q.oldest_age_ms {
+        Some(ms) if ms < 10_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        Some(ms) => duration(ms / 1000),
+        None if q.ring_events + q.journal_events == 0 => "-".to_string(),
+        None => "?".to_string(),
     }
 }
 

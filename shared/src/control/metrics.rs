@@ -194,6 +194,18 @@ impl Collector for StatusCollector {
             "Events in the intake's journal (disk), not yet delivered.",
             queue(|q| q.journal_events),
         )?;
+        let ages = s
+            .intakes
+            .iter()
+            .filter_map(|i| Some((intake_labels(i), i.queue?.oldest_age_ms?)))
+            .map(|(labels, ms)| (labels, ConstGauge::new(ms as f64 / 1000.0)))
+            .collect();
+        family(
+            e,
+            "oldest_event_age_seconds",
+            "How long the oldest event the intake holds has waited (absent when none, or unknown).",
+            ages,
+        )?;
         self.encode_workers(e)?;
         self.encode_uplink(e)?;
         let disk = |v: u64| vec![(Labels::new(), ConstGauge::new(v as i64))];

@@ -213,7 +213,7 @@ fn intake_object(intake: &Intake, now: &IntakeStatus, prev: Option<&IntakeStatus
     let input = now.input.unwrap_or_default();
     let q = now.queue.unwrap_or_default();
     let r = |f: fn(&InputCountersSnapshot) -> u64| input_grew(now, prev, f);
-    StatsObject::new(format!("intake-{}", intake.metric_name), OURS)
+    let object = StatsObject::new(format!("intake-{}", intake.metric_name), OURS)
         .with("connections", input.connections_open)
         .with("connections.accepted", r(|i| i.connections_total))
         .with("truncated", r(|i| i.truncated))
@@ -230,7 +230,13 @@ fn intake_object(intake: &Intake, now: &IntakeStatus, prev: Option<&IntakeStatus
         .with("backlog.memory.bytes", q.ring_bytes)
         .with("backlog.disk.events", q.journal_events)
         .with("backlog.disk.bytes", q.journal_bytes)
-        .with("worker.restarts", now.worker.restarts)
+        .with("worker.restarts", now.worker.restarts);
+    // Absent when events are held whose time is unknown (queued by a previous worker).
+    match q.oldest_age_ms {
+        Some(ms) => object.with("backlog.oldest.age_ms", ms),
+        None if q.ring_events + q.journal_events == 0 => object.with("backlog.oldest.age_ms", 0),
+        None => object,
+    }
 }
 
 #[cfg(test)]

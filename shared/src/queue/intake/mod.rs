@@ -20,6 +20,7 @@
 //!
 //! Files and folders are named by `queue::layout`; this module decides what goes where.
 
+mod age;
 mod drain;
 mod stop_save;
 mod writer;

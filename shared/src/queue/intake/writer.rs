@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use super::age::AgeMarks;
 use crate::log_limit::{Repeating, Report, SUMMARY_EVERY};
 use crate::queue::{DiskBudget, Doorbell, JournalOptions, JournalWriter, RecordMeta, RingProducer};
 
@@ -93,6 +94,9 @@ pub struct IntakeWriter {
     last_held: Option<Instant>,
     /// What went where (the monitoring counters of this queue).
     counts: QueueSnapshot,
+    /// Reception times by record number, per tier, for the age of the oldest event.
+    ring_ages: AgeMarks,
+    journal_ages: AgeMarks,
 }
 
 /// What an intake's queue took and holds, as its writer sees it: counters since the writer
@@ -119,6 +123,12 @@ pub struct QueueSnapshot {
     pub journal_bytes: u64,
     /// Most events seen in the journal at once.
     pub journal_max_events: u64,
+    /// How long the oldest event the queue holds has waited, in milliseconds (the ring's
+    /// oldest when the ring holds any: it is older than the journal's). None when the queue
+    /// is empty, or its oldest event was queued by a previous worker (its time is unknown
+    /// here). Exact to 100 ms, never younger than the truth.
+    #[serde(default)]
+    pub oldest_age_ms: Option<u64>,
 }
 
 impl IntakeWriter {
@@ -135,6 +145,8 @@ impl IntakeWriter {
             held: Repeating::default(),
             last_held: None,
             counts: QueueSnapshot::default(),
+            ring_ages: AgeMarks::default(),
+            journal_ages: AgeMarks::default(),
         };
         w.open_journal();
         w
@@ -157,8 +169,10 @@ impl IntakeWriter {
             info!(intake = %self.name, "journal delivered; events go to memory again");
         }
         if !self.spilling || self.journal.is_none() {
+            let seq = self.ring.next_seq();
             match self.ring.try_push(meta, payload) {
                 Ok(true) => {
+                    self.ring_ages.pushed(seq, meta.recv_time_us);
                     self.counts.ring_enqueued += 1;
                     self.spilling = false;
                     if self.held.is_active() {
@@ -188,8 +202,10 @@ impl IntakeWriter {
             self.counts.journal_full += 1;
             return Push::HeldBack;
         };
+        let seq = journal.next_seq();
         match journal.append(meta, payload) {
             Ok(true) => {
+                self.journal_ages.pushed(seq, meta.recv_time_us);
                 self.counts.journal_enqueued += 1;
                 self.journaled = true;
                 Push::Queued
@@ -211,6 +227,7 @@ impl IntakeWriter {
     /// and the journal's state page, so they follow the uplink's deliveries).
     pub fn snapshot(&mut self) -> QueueSnapshot {
         self.note_backlog();
+        self.counts.oldest_age_ms = self.oldest_age_ms();
         self.counts
     }
 
@@ -221,6 +238,20 @@ impl IntakeWriter {
             self.journal.as_ref().map_or((0, 0), JournalWriter::backlog);
         c.ring_max_events = c.ring_max_events.max(c.ring_events);
         c.journal_max_events = c.journal_max_events.max(c.journal_events);
+    }
+
+    /// The age of the oldest event held (see `QueueSnapshot::oldest_age_ms`).
+    fn oldest_age_ms(&mut self) -> Option<u64> {
+        let c = &self.counts;
+        // Both are asked every time: asking forgets the marks of delivered records.
+        let delivered = self.ring.next_seq().saturating_sub(c.ring_events);
+        let ring = self.ring_ages.oldest(delivered, c.ring_events);
+        let next = self.journal.as_ref().map_or(0, JournalWriter::next_seq);
+        let delivered = next.saturating_sub(c.journal_events);
+        let journal = self.journal_ages.oldest(delivered, c.journal_events);
+        let oldest = if c.ring_events > 0 { ring } else { journal }?;
+        let now = crate::queue::journal::unix_micros();
+        Some(u64::try_from(now.saturating_sub(oldest)).unwrap_or(0) / 1000)
     }
 
     /// Makes what was pushed visible to the uplink and wakes it.

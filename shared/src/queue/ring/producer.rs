@@ -343,6 +343,11 @@ impl RingProducer {
         self.core.max_payload()
     }
 
+    /// Sequence number the next pushed record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.core.next_seq
+    }
+
     /// `(records, bytes)` the ring holds now: pushed and published, not yet committed by the
     /// consumer. Records pushed and not yet published are counted in `records` only.
     pub fn backlog(&self) -> (u64, u64) {

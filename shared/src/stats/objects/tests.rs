@@ -94,6 +94,7 @@ fn report(base: u64, pids: [u32; 3]) -> StatusReport {
             ring_max_events: 9,
             journal_enqueued: base / 2,
             journal_events: 3,
+            oldest_age_ms: Some(1234),
             ..Default::default()
         }),
     };
@@ -263,6 +264,9 @@ fn resettable_counters_count_the_interval_and_gauges_the_present() {
     assert_eq!(find(&all, "ruleset-monitoring").get("enqueued"), Some(10));
     assert_eq!(find(&all, "ruleset-monitoring").get("size"), Some(1));
     assert_eq!(find(&all, "forwarder").get("uplink.connections"), Some(2));
+    let intake = find(&all, "intake-fire_walls");
+    assert_eq!(intake.get("backlog.memory.events"), Some(7));
+    assert_eq!(intake.get("backlog.oldest.age_ms"), Some(1234));
 }
 
 #[test]

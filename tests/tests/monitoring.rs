@@ -156,6 +156,18 @@ fn counters_in_the_monitoring_lines_are_true() {
         && o["maxrss"].as_u64() > Some(0)));
     assert_eq!(sink.framing_errors(), Vec::<String>::new());
 
+    // The connection's row counts what it delivered: the events and the monitoring lines.
+    let (ok, json, err) = fwd.ctl(&["status", "--json"]);
+    assert!(ok, "{err}");
+    let status: Value = serde_json::from_str(&json).expect("status JSON");
+    let conn = &status["uplink"]["counters"]["connections"][0];
+    assert_eq!(conn["up"], true, "{status:#}");
+    assert!(conn["events_sent"].as_u64() >= Some(300), "{status:#}");
+    assert_eq!(
+        conn["events_sent"], status["uplink"]["counters"]["events_sent"],
+        "one connection delivered everything"
+    );
+
     // STATS_FILE holds the same objects, as `<ctime>: <json>` lines.
     let file = stats_file_objects(&fwd);
     let names: Vec<Value> = file
@@ -226,6 +238,20 @@ fn a_destination_that_is_down_makes_monitoring_lines_queue_and_loses_none() {
     let (ok, table, _) = fwd.ctl(&["status"]);
     assert!(
         ok && table.contains(" 50 ev ") && table.contains(" 150 ev "),
+        "{table}"
+    );
+    // The uplink's one connection has its own row: down, since when, and why.
+    let conn = &status["uplink"]["counters"]["connections"][0];
+    assert_eq!(conn["up"], false, "{status:#}");
+    assert!(conn["since_ms"].as_u64() > Some(0), "{status:#}");
+    let why = conn["last_error"].as_str().unwrap_or_default();
+    assert!(why.contains("Connection refused"), "{status:#}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("conn 0"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("down") && row.contains("Connection refused"),
         "{table}"
     );
 

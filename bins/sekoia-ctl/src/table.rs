@@ -83,7 +83,7 @@ const UPLINK_HEADER: [&str; 8] = [
 
 fn uplink_table(u: &UplinkStatus) -> String {
     let c = u.counters.clone().unwrap_or_default();
-    let row = vec![
+    let pool = vec![
         "pool".to_string(),
         state(u.worker.state).to_string(),
         c.connections_up.to_string(),
@@ -91,9 +91,32 @@ fn uplink_table(u: &UplinkStatus) -> String {
         c.events_sent.to_string(),
         c.resent_events.to_string(),
         u.worker.restarts.to_string(),
-        c.last_error.unwrap_or_else(|| "-".to_string()),
+        c.last_error.clone().unwrap_or_else(|| "-".to_string()),
     ];
-    align(&UPLINK_HEADER, vec![row])
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let rows = c.connections.iter().map(|conn| {
+        let since = match conn.since_ms {
+            0 => String::new(),
+            ms => format!(" {}", duration(now_ms.saturating_sub(ms) / 1000)),
+        };
+        let state = if conn.up { "up" } else { "down" };
+        vec![
+            format!("conn {}", conn.id),
+            format!("{state}{since}"),
+            u64::from(conn.up).to_string(),
+            format!(
+                "{:.0}",
+                u.connections_sent_per_s.get(conn.id).unwrap_or(&0.0)
+            ),
+            conn.events_sent.to_string(),
+            conn.resent_events.to_string(),
+            "-".to_string(),
+            conn.last_error.clone().unwrap_or_else(|| "-".to_string()),
+        ]
+    });
+    align(&UPLINK_HEADER, std::iter::once(pool).chain(rows).collect())
 }
 
 /// The one line that answers "is anything lost or stuck?".

@@ -23,6 +23,8 @@ struct Sample {
     report: WorkerReport,
     /// Events per second since the previous report of the same process.
     rate_per_s: f64,
+    /// The same per uplink connection (empty for other workers).
+    connection_rates: Vec<f64>,
 }
 
 pub struct StatusBoard {
@@ -53,12 +55,16 @@ impl StatusBoard {
                 0.0
             }
         });
+        let connection_rates = self.latest.get(&pid).map_or_else(Vec::new, |prev| {
+            connection_rates(&prev.report, &report, now.duration_since(prev.at))
+        });
         self.latest.insert(
             pid,
             Sample {
                 at: now,
                 report,
                 rate_per_s,
+                connection_rates,
             },
         );
     }
@@ -94,6 +100,7 @@ impl StatusBoard {
             worker: self.worker_status(None, false, 0, stopping, now),
             counters: None,
             sent_per_s: 0.0,
+            connections_sent_per_s: Vec::new(),
             down_s: self.uplink_down.as_secs(),
         };
         let uplink_sources = views
@@ -116,11 +123,13 @@ impl StatusBoard {
                     if let Some(Sample {
                         report: WorkerReport::Uplink { uplink: counters },
                         rate_per_s,
+                        connection_rates,
                         ..
                     }) = sample
                     {
                         uplink.counters = Some(counters.clone());
                         uplink.sent_per_s = *rate_per_s;
+                        uplink.connections_sent_per_s = connection_rates.clone();
                     }
                 }
                 Role::Ingest { intake_id, .. } => {
@@ -214,6 +223,25 @@ fn events(report: &WorkerReport) -> u64 {
         WorkerReport::Ingest { input, .. } => input.received,
         WorkerReport::Uplink { uplink } => uplink.events_sent,
     }
+}
+
+/// Events per second each uplink connection got confirmed between two reports.
+fn connection_rates(prev: &WorkerReport, now: &WorkerReport, elapsed: Duration) -> Vec<f64> {
+    let (WorkerReport::Uplink { uplink: prev }, WorkerReport::Uplink { uplink: now }) = (prev, now)
+    else {
+        return Vec::new();
+    };
+    let secs = elapsed.as_secs_f64();
+    now.connections
+        .iter()
+        .map(|c| {
+            let before = prev.connections.get(c.id).map_or(0, |p| p.events_sent);
+            match secs > 0.0 {
+                true => c.events_sent.saturating_sub(before) as f64 / secs,
+                false => 0.0,
+            }
+        })
+        .collect()
 }
 
 /// Bytes of the regular files directly in `dir` (0 when it does not exist).

@@ -85,6 +85,10 @@ pub struct UplinkStatus {
     pub counters: Option<UplinkSnapshot>,
     /// Events confirmed sent per second over the last report interval.
     pub sent_per_s: f64,
+    /// Events confirmed sent per second over the last report interval, per connection of
+    /// the pool (by id; `counters.connections` has the rest of each row).
+    #[serde(default)]
+    pub connections_sent_per_s: Vec<f64>,
     /// Seconds the uplink ran with no connection up, since the supervisor started (from
     /// its reports, to the second).
     #[serde(default)]

@@ -125,6 +125,7 @@ fn report(base: u64, pids: [u32; 3]) -> StatusReport {
                 ..Default::default()
             }),
             sent_per_s: 0.0,
+            connections_sent_per_s: Vec::new(),
             down_s: 5,
         },
         disk: DiskStatus {

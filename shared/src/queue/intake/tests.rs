@@ -226,6 +226,12 @@ fn the_snapshot_counts_each_tier_and_ages_its_oldest_event() {
         (30_000..35_000).contains(&age),
         "the journal's oldest: {age}"
     );
+    // Part of the journal delivered: the reader's record number tells how many are left.
+    let span = q.0.read(q.1, None, 5 * 6, &mut out).unwrap().unwrap();
+    assert_eq!(span.records, 5);
+    q.1 = span.end;
+    q.0.commit(span.end);
+    assert_eq!(w.snapshot().journal_events, 10);
     drain(&mut q);
     let s = w.snapshot();
     assert_eq!(

@@ -285,3 +285,76 @@ fn a_destination_that_is_down_makes_monitoring_lines_queue_and_loses_none() {
     assert!(drained, "the queue sizes did not come back to 0");
     fwd.terminate(Duration::from_secs(40));
 }
+
+#[test]
+fn with_a_workers_user_the_monitoring_queue_spills_as_that_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        // Only root can switch users (privileges.rs checks the refusal).
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("user database")
+        .expect("a user named nobody");
+    let certs = TestCerts::new(&["127.0.0.1", "localhost"]);
+    std::fs::set_permissions(certs.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    std::fs::set_permissions(&certs.ca_pem, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let sink_port = free_tcp_port();
+    let port = free_tcp_port();
+    // The monitoring entry's ring holds 5 lines: with the destination down it spills.
+    let yaml = format!(
+        "intakes:\n- name: RunAs\n  protocol: tcp\n  port: {port}\n  intake_key: {KEY}\n\
+         - name: Monitoring\n  stats: true\n  intake_key: {STATS_KEY}\n  queue_size: 5\n"
+    );
+    let mut fwd = ForwarderBuilder::new(&yaml, sink_port)
+        .ca_file(&certs.ca_pem)
+        .sandbox_mode(0o755)
+        .arg("--user")
+        .arg("nobody")
+        .arg("--stats-interval")
+        .arg("1")
+        .start();
+    let journal = fwd.spool.join("journal-stats");
+    // Two intervals (26 lines) went to a ring of 5: the journal holds the rest.
+    let spilled = wait_until(WAIT, || {
+        let file = stats_file_objects(&fwd);
+        let on_disk = file.iter().any(|j| {
+            j.starts_with(r#"{ "name": "ruleset-monitoring[DA]", "origin": "core.queue", "size": "#)
+                && !j.contains(r#""size": 0,"#)
+        });
+        on_disk && !sekoia_tests::forwarder::find_files(&journal, "seg").is_empty()
+    });
+    assert!(
+        spilled,
+        "the monitoring lines did not spill:\n{}",
+        fwd.stderr()
+    );
+    for entry in std::fs::read_dir(&journal).expect("journal folder") {
+        let path = entry.expect("entry").path();
+        let meta = std::fs::metadata(&path).expect("stat");
+        assert_eq!(
+            meta.uid(),
+            nobody.uid.as_raw(),
+            "{} is nobody's",
+            path.display()
+        );
+    }
+    let written = counts(stats_file_objects(&fwd));
+    assert!(written.len() > 13, "at least two intervals");
+    let sink = TlsSink::start_on(&certs, sink_port);
+    let arrived = wait_until(WAIT * 2, || {
+        let received = counts(stats_objects(&sink.lines()).iter().map(|o| o.to_string()));
+        written.iter().all(|(json, n)| {
+            let canonical = serde_json::from_str::<Value>(json)
+                .expect("JSON")
+                .to_string();
+            received.get(&canonical).copied().unwrap_or(0) >= *n
+        })
+    });
+    assert!(
+        arrived,
+        "monitoring lines written while down did not all arrive"
+    );
+    assert!(fwd.terminate(WAIT).success(), "{}", fwd.stderr());
+}

@@ -67,7 +67,8 @@ fn journal_options(
 ) -> sekoia_shared::queue::JournalOptions {
     sekoia_shared::queue::intake::journal_options(
         budget.limit(),
-        cfg.intakes.len(),
+        // The monitoring entry's queue has its journals too.
+        cfg.intakes.len() + usize::from(cfg.stats.is_some()),
         sync == cli::JournalSync::Always,
     )
 }

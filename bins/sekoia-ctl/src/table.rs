@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use sekoia_shared::control::status::{IntakeStatus, StatusReport, UplinkStatus, WorkerState};
+use sekoia_shared::queue::intake::QueueSnapshot;
 
 pub fn render(s: &StatusReport) -> String {
     let mut out = String::new();
@@ -36,15 +37,18 @@ pub fn render(s: &StatusReport) -> String {
     out
 }
 
-const INTAKE_HEADER: [&str; 13] = [
-    "INTAKE", "PROTO", "PORT", "STATE", "CONN", "IN/S", "RECEIVED", "SENT", "JOURNAL", "DROPPED",
-    "TRUNC", "ERRORS", "RESTARTS",
+/// MEMORY and DISK: the backlog of the ring and of the journal, in events and bytes;
+/// OLDEST: how long the oldest of them has waited.
+const INTAKE_HEADER: [&str; 15] = [
+    "INTAKE", "PROTO", "PORT", "STATE", "CONN", "IN/S", "RECEIVED", "SENT", "MEMORY", "DISK",
+    "OLDEST", "DROPPED", "TRUNC", "ERRORS", "RESTARTS",
 ];
 
 fn intake_table(intakes: &[IntakeStatus]) -> String {
     let rows = intakes.iter().map(|i| {
         let c = i.input.unwrap_or_default();
         let errors = c.read_errors + c.tls_handshake_failures + c.partial_discarded;
+        let q = i.queue.unwrap_or_default();
         vec![
             i.name.clone(),
             i.protocol.clone(),
@@ -54,7 +58,9 @@ fn intake_table(intakes: &[IntakeStatus]) -> String {
             format!("{:.0}", i.received_per_s),
             c.received.to_string(),
             i.events_sent.to_string(),
-            bytes(i.journal_bytes),
+            format!("{} ev {}", q.ring_events, bytes(q.ring_bytes)),
+            format!("{} ev {}", q.journal_events, bytes(i.journal_bytes)),
+            oldest(&q),
             c.dropped_full.to_string(),
             c.truncated.to_string(),
             errors.to_string(),
@@ -77,7 +83,7 @@ const UPLINK_HEADER: [&str; 8] = [
 
 fn uplink_table(u: &UplinkStatus) -> String {
     let c = u.counters.clone().unwrap_or_default();
-    let row = vec![
+    let pool = vec![
         "pool".to_string(),
         state(u.worker.state).to_string(),
         c.connections_up.to_string(),
@@ -85,9 +91,32 @@ fn uplink_table(u: &UplinkStatus) -> String {
         c.events_sent.to_string(),
         c.resent_events.to_string(),
         u.worker.restarts.to_string(),
-        c.last_error.unwrap_or_else(|| "-".to_string()),
+        c.last_error.clone().unwrap_or_else(|| "-".to_string()),
     ];
-    align(&UPLINK_HEADER, vec![row])
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let rows = c.connections.iter().map(|conn| {
+        let since = match conn.since_ms {
+            0 => String::new(),
+            ms => format!(" {}", duration(now_ms.saturating_sub(ms) / 1000)),
+        };
+        let state = if conn.up { "up" } else { "down" };
+        vec![
+            format!("conn {}", conn.id),
+            format!("{state}{since}"),
+            u64::from(conn.up).to_string(),
+            format!(
+                "{:.0}",
+                u.connections_sent_per_s.get(conn.id).unwrap_or(&0.0)
+            ),
+            conn.events_sent.to_string(),
+            conn.resent_events.to_string(),
+            "-".to_string(),
+            conn.last_error.clone().unwrap_or_else(|| "-".to_string()),
+        ]
+    });
+    align(&UPLINK_HEADER, std::iter::once(pool).chain(rows).collect())
 }
 
 /// The one line that answers "is anything lost or stuck?".
@@ -122,6 +151,17 @@ fn verdict(s: &StatusReport) -> String {
         "OK: nothing dropped, every worker running, uplink connected\n".to_string()
     } else {
         format!("ATTENTION: {}\n", problems.join("; "))
+    }
+}
+
+/// Age of the oldest queued event: `-` when nothing is queued, `?` when it is not known
+/// (queued by a previous worker).
+fn oldest(q: &QueueSnapshot) -> String {
+    match q.oldest_age_ms {
+        Some(ms) if ms < 10_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        Some(ms) => duration(ms / 1000),
+        None if q.ring_events + q.journal_events == 0 => "-".to_string(),
+        None => "?".to_string(),
     }
 }
 

@@ -86,11 +86,12 @@ async fn serve(
         REPORT_EVERY,
     ));
     let to_supervisor = {
-        let (intake_id, counters) = (intake.id, counters.clone());
+        let (intake_id, counters, sink) = (intake.id, counters.clone(), sink.clone());
         tokio::spawn(report::report_periodically(report_socket, move || {
             WorkerReport::Ingest {
                 intake_id,
                 input: counters.snapshot(),
+                queue: sink.queue_snapshot(),
             }
         }))
     };

@@ -1,5 +1,5 @@
-//! Until the monitoring issue brings stats and `sekoia-ctl`, the ingest worker says in its
-//! log what it had to drop or cut: every interval, the counts that grew; at stop, the totals.
+//! Besides its one-second reports to the supervisor (`sekoia-ctl status`, the monitoring
+//! entry, Prometheus), the ingest worker says in its log what it had to drop or cut: every interval, the counts that grew; at stop, the totals.
 //! Losses must never be silent (including datagrams the kernel dropped before we could read
 //! them, `udp_kernel_drops`), nor events sent under a sender's IP because its name came
 //! too late (`resolve_timeouts`) or its held datagrams overflowed (`resolve_wait_overflows`),

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sekoia_shared::config::Intake;
 use sekoia_shared::input::{Frame, MessageSink};
-use sekoia_shared::queue::intake::{IntakeWriter, Push};
+use sekoia_shared::queue::intake::{IntakeWriter, Push, QueueSnapshot};
 use sekoia_shared::queue::{RecordMeta, FLAG_TRUNCATED};
 use sekoia_shared::syslog::{render_event, EventContext, LocalClock};
 
@@ -41,6 +41,11 @@ impl IntakeSink {
     /// periodically).
     pub fn sync_if_due(&self) {
         self.lock().sync_if_due();
+    }
+
+    /// What the queue took and holds now (reported to the supervisor every second).
+    pub fn queue_snapshot(&self) -> QueueSnapshot {
+        self.lock().snapshot()
     }
 
     /// Writes out and fsyncs what the journal buffers (at stop).

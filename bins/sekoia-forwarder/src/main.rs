@@ -23,6 +23,7 @@ mod open_files;
 mod reload;
 mod routes;
 mod run_as;
+mod stats_task;
 mod status_board;
 mod stop_save;
 mod supervisor;
@@ -87,7 +88,8 @@ fn journal_options(
 ) -> sekoia_shared::queue::JournalOptions {
     sekoia_shared::queue::intake::journal_options(
         budget.limit(),
-        cfg.intakes.len(),
+        // The monitoring entry's queue has its journals too.
+        cfg.intakes.len() + usize::from(cfg.stats.is_some()),
         sync == cli::JournalSync::Always,
     )
 }

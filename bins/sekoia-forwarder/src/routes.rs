@@ -41,12 +41,17 @@ pub fn plan(cfg: &ForwarderConfig, state: &InstanceDir) -> Vec<UplinkPlan> {
     for intake in &cfg.intakes {
         add(&intake.destination, QueueKey::of(intake));
     }
+    if let Some(entry) = &cfg.stats {
+        add(&entry.destination, QueueKey::STATS);
+    }
     let mut leftovers = state.ring_keys().unwrap_or_default();
     leftovers.extend(spool.keys_on_disk());
     leftovers.sort();
     leftovers.dedup();
     for key in leftovers {
-        if cfg.intakes.iter().any(|i| QueueKey::of(i) == key) {
+        let configured = cfg.intakes.iter().any(|i| QueueKey::of(i) == key)
+            || (key == QueueKey::STATS && cfg.stats.is_some());
+        if configured {
             continue;
         }
         let recorded = recorded_route(&spool, key);

@@ -23,11 +23,15 @@ struct Sample {
     report: WorkerReport,
     /// Events per second since the previous report of the same process.
     rate_per_s: f64,
+    /// The same per uplink connection (empty for other workers).
+    connection_rates: Vec<f64>,
 }
 
 pub struct StatusBoard {
     started: Instant,
     latest: HashMap<u32, Sample>,
+    /// Time the uplink reported no connection up (see `UplinkStatus::down_s`).
+    uplink_down: Duration,
 }
 
 impl StatusBoard {
@@ -35,11 +39,13 @@ impl StatusBoard {
         Self {
             started: Instant::now(),
             latest: HashMap::new(),
+            uplink_down: Duration::ZERO,
         }
     }
 
     /// Keeps `report` as the latest of process `pid` (which the caller checked is a worker).
     pub fn record(&mut self, pid: u32, report: WorkerReport, now: Instant) {
+        self.note_uplink_down(pid, &report, now);
         let rate_per_s = self.latest.get(&pid).map_or(0.0, |prev| {
             let secs = now.duration_since(prev.at).as_secs_f64();
             let delta = events(&report).saturating_sub(events(&prev.report));
@@ -49,14 +55,31 @@ impl StatusBoard {
                 0.0
             }
         });
+        let connection_rates = self.latest.get(&pid).map_or_else(Vec::new, |prev| {
+            connection_rates(&prev.report, &report, now.duration_since(prev.at))
+        });
         self.latest.insert(
             pid,
             Sample {
                 at: now,
                 report,
                 rate_per_s,
+                connection_rates,
             },
         );
+    }
+
+    /// Adds the time since the uplink's previous report when this one says no connection
+    /// is up (a report says what held during the second before it).
+    fn note_uplink_down(&mut self, pid: u32, report: &WorkerReport, now: Instant) {
+        let WorkerReport::Uplink { uplink } = report else {
+            return;
+        };
+        if uplink.connections_up == 0 {
+            if let Some(prev) = self.latest.get(&pid) {
+                self.uplink_down += now.duration_since(prev.at);
+            }
+        }
     }
 
     /// Forgets the reports of processes that are no longer workers (dead, restarted).
@@ -77,6 +100,8 @@ impl StatusBoard {
             worker: self.worker_status(None, false, 0, stopping, now),
             counters: None,
             sent_per_s: 0.0,
+            connections_sent_per_s: Vec::new(),
+            down_s: self.uplink_down.as_secs(),
         };
         let uplink_sources = views
             .iter()
@@ -98,24 +123,26 @@ impl StatusBoard {
                     if let Some(Sample {
                         report: WorkerReport::Uplink { uplink: counters },
                         rate_per_s,
+                        connection_rates,
                         ..
                     }) = sample
                     {
                         uplink.counters = Some(counters.clone());
                         uplink.sent_per_s = *rate_per_s;
+                        uplink.connections_sent_per_s = connection_rates.clone();
                     }
                 }
                 Role::Ingest { key, .. } => {
                     let Some(intake) = cfg.intakes.iter().find(|i| QueueKey::of(i) == *key) else {
                         continue;
                     };
-                    let (input, received_per_s) = match sample {
+                    let (input, queue, received_per_s) = match sample {
                         Some(Sample {
-                            report: WorkerReport::Ingest { input, .. },
+                            report: WorkerReport::Ingest { input, queue, .. },
                             rate_per_s,
                             ..
-                        }) => (Some(*input), *rate_per_s),
-                        _ => (None, 0.0),
+                        }) => (Some(*input), Some(*queue), *rate_per_s),
+                        _ => (None, None, 0.0),
                     };
                     let key = QueueKey::of(intake);
                     let name = key.to_string();
@@ -131,6 +158,7 @@ impl StatusBoard {
                         received_per_s,
                         journal_bytes: folder_bytes(&spool.journal_dir(key))
                             + folder_bytes(&spool.saved_dir(key)),
+                        queue,
                     });
                 }
             }
@@ -192,6 +220,25 @@ fn events(report: &WorkerReport) -> u64 {
         WorkerReport::Ingest { input, .. } => input.received,
         WorkerReport::Uplink { uplink } => uplink.events_sent,
     }
+}
+
+/// Events per second each uplink connection got confirmed between two reports.
+fn connection_rates(prev: &WorkerReport, now: &WorkerReport, elapsed: Duration) -> Vec<f64> {
+    let (WorkerReport::Uplink { uplink: prev }, WorkerReport::Uplink { uplink: now }) = (prev, now)
+    else {
+        return Vec::new();
+    };
+    let secs = elapsed.as_secs_f64();
+    now.connections
+        .iter()
+        .map(|c| {
+            let before = prev.connections.get(c.id).map_or(0, |p| p.events_sent);
+            match secs > 0.0 {
+                true => c.events_sent.saturating_sub(before) as f64 / secs,
+                false => 0.0,
+            }
+        })
+        .collect()
 }
 
 /// Bytes of the regular files directly in `dir` (0 when it does not exist).

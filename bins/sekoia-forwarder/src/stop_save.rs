@@ -28,11 +28,14 @@ pub fn save_rings(
             .find(|r| r.queues.contains(&key))
             .map_or(&cfg.settings.destination, |r| &r.destination);
         let budget = crate::budgets::open(state, destination)?;
-        let intake_id = cfg
-            .intakes
-            .iter()
-            .find(|i| QueueKey::of(i) == key)
-            .map_or(0, |i| i.id);
+        let intake_id = match key {
+            QueueKey::STATS => crate::stats_task::STATS_INTAKE_ID,
+            _ => cfg
+                .intakes
+                .iter()
+                .find(|i| QueueKey::of(i) == key)
+                .map_or(0, |i| i.id),
+        };
         let (ring, dir) = (state.ring_path(key), spool.saved_dir(key));
         let opts = crate::journal_options(cfg, sync, &budget);
         match intake::save_ring(&ring, &dir, intake_id, budget.clone(), opts) {

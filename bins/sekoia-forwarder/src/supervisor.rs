@@ -89,8 +89,9 @@ fn prepare_state(cfg: &ForwarderConfig, runtime: &RuntimeArgs) -> Result<(Instan
     Doorbell::create_or_open(&instance.dir().doorbell_path())
         .context("cannot create the uplink doorbell")?;
     for intake in &cfg.intakes {
-        create_ring(instance.dir(), intake)?;
+        create_intake_ring(instance.dir(), intake)?;
     }
+    create_stats_ring(instance.dir(), cfg)?;
     routes::record(cfg)?;
     let routes = routes::plan(cfg, instance.dir());
     let budgets = Budgets::create(
@@ -102,28 +103,47 @@ fn prepare_state(cfg: &ForwarderConfig, runtime: &RuntimeArgs) -> Result<(Instan
     Ok((instance, budgets))
 }
 
+fn create_intake_ring(state: &InstanceDir, intake: &Intake) -> Result<()> {
+    let key = QueueKey::of(intake);
+    create_ring(state, key, intake.queue_size, intake.id, &intake.name)
+}
+
+/// The monitoring entry's ring, when there is one.
+fn create_stats_ring(state: &InstanceDir, cfg: &ForwarderConfig) -> Result<()> {
+    let Some(entry) = &cfg.stats else {
+        return Ok(());
+    };
+    let id = crate::stats_task::STATS_INTAKE_ID;
+    create_ring(state, QueueKey::STATS, entry.queue_size, id, &entry.name)
+}
+
 /// Creates the intake's ring, or reopens the one a previous run left. A ring file that
 /// cannot be used (corrupt, another format) is moved aside, named in the log, and replaced:
 /// one bad file must not keep the forwarder from starting.
-fn create_ring(state: &InstanceDir, intake: &Intake) -> Result<()> {
-    let key = QueueKey::of(intake);
+fn create_ring(
+    state: &InstanceDir,
+    key: QueueKey,
+    queue_size: u64,
+    id: u16,
+    name: &str,
+) -> Result<()> {
     let path = state.ring_path(key);
-    let capacity = instance::ring_capacity(intake.queue_size);
-    let info = match Ring::create_or_open(&path, capacity, intake.id) {
+    let capacity = instance::ring_capacity(queue_size);
+    let info = match Ring::create_or_open(&path, capacity, id) {
         Ok(info) => info,
         Err(e) if is_unusable_file(&e) => {
             let aside = state.quarantine_ring(key).with_context(|| {
                 format!("cannot move the unusable ring {} aside", path.display())
             })?;
-            error!(intake = %intake.name, ring = %path.display(), moved_to = %aside.display(), error = %e,
+            error!(intake = %name, ring = %path.display(), moved_to = %aside.display(), error = %e,
                 "ring file unusable; moved aside (inspect or delete it) and replaced by a new one");
-            Ring::create_or_open(&path, capacity, intake.id)
+            Ring::create_or_open(&path, capacity, id)
                 .with_context(|| format!("cannot create ring {}", path.display()))?
         }
         Err(e) => return Err(e).with_context(|| format!("cannot create ring {}", path.display())),
     };
     if info.reopened && info.head > info.committed {
-        info!(intake = %intake.name, backlog_bytes = info.head - info.committed,
+        info!(intake = %name, backlog_bytes = info.head - info.committed,
             "found events left by a previous run; they are sent first");
     }
     Ok(())
@@ -266,6 +286,13 @@ async fn supervise(
         "forwarder running"
     );
     let mut channels = control_channels(&cfg, instance.dir().path(), run_as).await?;
+    let mut stats = crate::stats_task::start(
+        &cfg,
+        instance.dir(),
+        runtime.journal_sync,
+        run_as,
+        channels.request_tx.clone(),
+    )?;
     let mut board = StatusBoard::new();
     crate::notify::notify("READY=1");
 
@@ -281,7 +308,10 @@ async fn supervise(
             _ = sigchld.recv() => workers.reap(),
             _ = sighup.recv() => {
                 info!("SIGHUP: reloading the configuration");
-                reload(&mut cfg, &mut workers, &mut budgets, instance.dir(), runtime, run_as);
+                let outcome = reload(&mut cfg, &mut workers, &mut budgets, instance.dir(), runtime, run_as);
+                if outcome.applied {
+                    stats = restart_stats(stats, &cfg, instance.dir(), runtime, run_as, &channels);
+                }
             }
             Some((pid, line)) = channels.reports.recv() => {
                 if workers.is_worker(pid) {
@@ -294,6 +324,9 @@ async fn supervise(
                     Command::Reload => {
                         info!("sekoia-ctl reload: reloading the configuration");
                         let outcome = reload(&mut cfg, &mut workers, &mut budgets, instance.dir(), runtime, run_as);
+                        if outcome.applied {
+                            stats = restart_stats(stats, &cfg, instance.dir(), runtime, run_as, &channels);
+                        }
                         Response::new(ResponseBody::Reload(outcome))
                     }
                     Command::Status => {
@@ -315,6 +348,9 @@ async fn supervise(
     );
     crate::notify::notify("STOPPING=1");
     stop_workers(&mut workers).await;
+    if let Some(stats) = stats {
+        stats.stop();
+    }
     if workers.all_exited(|_| true) {
         as_user(run_as, || {
             crate::stop_save::save_rings(
@@ -333,6 +369,32 @@ async fn supervise(
     info!("stopped");
     drop(instance);
     Ok(())
+}
+
+/// After a reload: the monitoring task again, with the new configuration (its objects name
+/// the intakes, its entry may have changed or gone). Its R counters start a new interval.
+fn restart_stats(
+    running: Option<crate::stats_task::StatsTask>,
+    cfg: &ForwarderConfig,
+    state: &InstanceDir,
+    runtime: &RuntimeArgs,
+    run_as: Option<&RunAs>,
+    channels: &Channels,
+) -> Option<crate::stats_task::StatsTask> {
+    if let Some(task) = running {
+        task.stop();
+    }
+    let started = crate::stats_task::start(
+        cfg,
+        state,
+        runtime.journal_sync,
+        run_as,
+        channels.request_tx.clone(),
+    );
+    started.unwrap_or_else(|e| {
+        error!(error = %format!("{e:#}"), "reload: cannot start the monitoring task; its lines are not produced until the next reload or restart");
+        None
+    })
 }
 
 fn uplink_role(route: &UplinkPlan) -> Role {
@@ -403,9 +465,12 @@ fn reload(
                 intake.port
             )),
         }
-        if let Err(e) = as_user(run_as, || create_ring(state, intake)) {
+        if let Err(e) = as_user(run_as, || create_intake_ring(state, intake)) {
             problems.push(format!("intake \"{}\": {e:#}", intake.name));
         }
+    }
+    if let Err(e) = as_user(run_as, || create_stats_ring(state, &new)) {
+        problems.push(format!("the monitoring entry: {e:#}"));
     }
     if let Err(e) = as_user(run_as, || routes::record(&new)) {
         problems.push(format!("{e:#}"));
@@ -555,6 +620,8 @@ async fn wait_for(
 struct Channels {
     reports: mpsc::Receiver<(u32, ReportLine)>,
     requests: mpsc::Receiver<server::Pending>,
+    /// Another way in for requests: the monitoring task asks the status with it.
+    request_tx: mpsc::Sender<server::Pending>,
     /// The control socket we created (removed at stop), if it could be created.
     control_socket: Option<PathBuf>,
 }
@@ -609,6 +676,7 @@ async fn control_channels(
     Ok(Channels {
         reports,
         requests,
+        request_tx,
         control_socket,
     })
 }

@@ -1,5 +1,5 @@
-//! Until the monitoring issue brings stats and `sekoia-ctl`, the uplink says in its log what
-//! it did: every interval, events and bytes sent, events sent again after a broken
+//! Besides its one-second reports to the supervisor (`sekoia-ctl status`, the monitoring
+//! entry, Prometheus), the uplink says in its log what it did: every interval, events and bytes sent, events sent again after a broken
 //! connection (the duplicates the intake may see), connections up, the last error.
 
 use std::sync::Arc;

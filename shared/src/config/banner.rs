@@ -9,14 +9,13 @@
 //! Intake key: KEY
 //! Queue size: 666667
 //!
-//! Forwarder monitoring is configured (its reports are not sent yet)
+//! Forwarder monitoring is active
 //! Intake key: KEY2
 //! Queue size: 666667
 //!
 //! ```
 //!
-//! The reference prints "Forwarder monitoring is active"; until the monitoring reports exist
-//! we say what is true instead. Every block ends with an empty line; the monitoring block sits where its entry was in
+//! Every block ends with an empty line; the monitoring block sits where its entry was in
 //! load order. The intake name is printed as written (not lower-cased). One difference: the
 //! protocol is printed lower-case (`tcp`), where the reference echoed the file's spelling.
 //! Warnings (unknown fields, `*.conf` files) are not part of the banner; the caller prints
@@ -54,7 +53,7 @@ fn push_stats(out: &mut String, cfg: &ForwarderConfig) {
     if let Some(stats) = &cfg.stats {
         let _ = write!(
             out,
-            "Forwarder monitoring is configured (its reports are not sent yet)\nIntake key: {}\nQueue size: {}\n\n",
+            "Forwarder monitoring is active\nIntake key: {}\nQueue size: {}\n\n",
             stats.intake_key, stats.queue_size
         );
     }
@@ -88,7 +87,7 @@ mod tests {
                         -----------------------------\n\
                         Intake name: Techno 1\nProtocol: tcp\nPort: 20516\nIntake key: KEY1\nQueue size: 666667\n\n\
                         Intake name: Techno2\nProtocol: udp\nPort: 20517\nIntake key: KEY2\nQueue size: 666667\n\n\
-                        Forwarder monitoring is configured (its reports are not sent yet)\nIntake key: KEY3\nQueue size: 666667\n\n";
+                        Forwarder monitoring is active\nIntake key: KEY3\nQueue size: 666667\n\n";
         assert_eq!(banner(&cfg), expected);
     }
 
@@ -107,7 +106,7 @@ mod tests {
             warnings: Vec::new(),
         };
         let text = banner(&cfg);
-        let stats = text.find("Forwarder monitoring is configured");
+        let stats = text.find("Forwarder monitoring is active");
         let first = text.find("Intake name: A");
         assert!(stats < first, "{text}");
         assert!(text.contains("Protocol: tls\n"));

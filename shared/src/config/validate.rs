@@ -113,13 +113,6 @@ fn check_across(drafts: &[Draft<'_>], report: &mut Report<'_>) {
                 report.problem(d.file, &d.label, "stats", what, fix);
             } else {
                 stats_seen = Some(d);
-                // Until the reports exist, say so rather than let the entry imply them.
-                let what = "the monitoring reports (impstats objects sent with this key every \
-                            STATS_INTERVAL) are not built in this version: nothing is sent with this key"
-                    .to_string();
-                let fix =
-                    "use `sekoia-ctl status` or METRICS_LISTEN (Prometheus) meanwhile".to_string();
-                report.warning(d.file, &d.label, "stats", what, fix);
             }
         } else {
             port_intakes += 1;

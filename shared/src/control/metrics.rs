@@ -14,11 +14,12 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
 use super::server::Pending;
 use super::status::{StatusReport, WorkerState};
-use super::{Command, Request, ResponseBody, CLIENT_TIMEOUT};
+use super::CLIENT_TIMEOUT;
+use crate::queue::intake::QueueSnapshot;
 
 /// Scrapes served at once.
 const MAX_SCRAPERS: usize = 8;
@@ -174,6 +175,37 @@ impl Collector for StatusCollector {
             "Bytes of the intake's journal files on disk.",
             gauges(&|i| i.journal_bytes),
         )?;
+        let queue = |f: fn(&QueueSnapshot) -> u64| gauges(&move |i| i.queue.map_or(0, |q| f(&q)));
+        family(
+            e,
+            "memory_backlog_events",
+            "Events in the intake's ring (memory), not yet delivered.",
+            queue(|q| q.ring_events),
+        )?;
+        family(
+            e,
+            "memory_backlog_bytes",
+            "Bytes of the events in the intake's ring, not yet delivered.",
+            queue(|q| q.ring_bytes),
+        )?;
+        family(
+            e,
+            "disk_backlog_events",
+            "Events in the intake's journal (disk), not yet delivered.",
+            queue(|q| q.journal_events),
+        )?;
+        let ages = s
+            .intakes
+            .iter()
+            .filter_map(|i| Some((intake_labels(i), i.queue?.oldest_age_ms?)))
+            .map(|(labels, ms)| (labels, ConstGauge::new(ms as f64 / 1000.0)))
+            .collect();
+        family(
+            e,
+            "oldest_event_age_seconds",
+            "How long the oldest event the intake holds has waited (absent when none, or unknown).",
+            ages,
+        )?;
         self.encode_workers(e)?;
         self.encode_uplink(e)?;
         let disk = |v: u64| vec![(Labels::new(), ConstGauge::new(v as i64))];
@@ -305,7 +337,7 @@ async fn scrape(mut stream: TcpStream, to_supervisor: mpsc::Sender<Pending>) {
         return;
     };
     let answer = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
-        match status(&to_supervisor).await {
+        match super::server::ask_status(&to_supervisor).await {
             Some(s) => http(
                 "200 OK",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -331,18 +363,6 @@ async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
         head.extend_from_slice(&chunk[..n]);
     }
     Some(head)
-}
-
-async fn status(to_supervisor: &mpsc::Sender<Pending>) -> Option<StatusReport> {
-    let (tx, rx) = oneshot::channel();
-    to_supervisor
-        .send((Request::new(Command::Status), tx))
-        .await
-        .ok()?;
-    match rx.await.ok()?.body {
-        ResponseBody::Status(s) => Some(*s),
-        ResponseBody::Reload(_) | ResponseBody::Error { .. } => None,
-    }
 }
 
 fn http(status: &str, content_type: &str, body: &str) -> String {

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use super::{codec, MAX_LINE, PROTOCOL_VERSION};
 use crate::input::InputCountersSnapshot;
+use crate::queue::intake::QueueSnapshot;
 use crate::uplink::UplinkSnapshot;
 
 /// How often a worker reports.
@@ -38,6 +39,9 @@ pub enum WorkerReport {
     Ingest {
         intake_id: u16,
         input: InputCountersSnapshot,
+        /// What the intake's queue took and holds (its writer's view).
+        #[serde(default)]
+        queue: QueueSnapshot,
     },
     Uplink {
         uplink: UplinkSnapshot,

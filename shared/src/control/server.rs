@@ -78,3 +78,17 @@ async fn answer(line: &[u8], to_supervisor: &mpsc::Sender<Pending>) -> Response 
     rx.await
         .unwrap_or_else(|_| Response::error("the supervisor is stopping"))
 }
+
+/// The supervisor's status, asked from inside its process (Prometheus, the monitoring task)
+/// like a control client; None while it is stopping.
+pub async fn ask_status(
+    to_supervisor: &mpsc::Sender<Pending>,
+) -> Option<crate::control::status::StatusReport> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let request = crate::control::Request::new(crate::control::Command::Status);
+    to_supervisor.send((request, tx)).await.ok()?;
+    match rx.await.ok()?.body {
+        crate::control::ResponseBody::Status(s) => Some(*s),
+        _ => None,
+    }
+}

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::input::InputCountersSnapshot;
+use crate::queue::intake::QueueSnapshot;
 use crate::uplink::UplinkSnapshot;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +71,11 @@ pub struct IntakeStatus {
     /// Bytes of this intake's journal and saved-ring files on disk (the delivered start of
     /// the segment being read is included until the segment is removed).
     pub journal_bytes: u64,
+    /// The queue as its ingest worker sees it: events put in the ring and the journal since
+    /// the worker started, and the backlog of each now (`ring_events`, `ring_bytes`,
+    /// `journal_events`, `journal_bytes`); `None` before the worker's first report.
+    #[serde(default)]
+    pub queue: Option<QueueSnapshot>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +85,14 @@ pub struct UplinkStatus {
     pub counters: Option<UplinkSnapshot>,
     /// Events confirmed sent per second over the last report interval.
     pub sent_per_s: f64,
+    /// Events confirmed sent per second over the last report interval, per connection of
+    /// the pool (by id; `counters.connections` has the rest of each row).
+    #[serde(default)]
+    pub connections_sent_per_s: Vec<f64>,
+    /// Seconds the uplink ran with no connection up, since the supervisor started (from
+    /// its reports, to the second).
+    #[serde(default)]
+    pub down_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

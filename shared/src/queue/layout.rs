@@ -6,7 +6,8 @@
 //!     doorbell                       futex word the ingest workers ring to wake the uplink
 //!     disk-<destination>.budget      the DISK_SPACE share of one destination, mapped by
 //!                                    every process that queues for it (`Destination::id`)
-//!     intake-<key>.ring              one ring per port intake (the memory tier)
+//!     intake-<key>.ring              one ring per port intake (the memory tier), and
+//!                                    `intake-stats.ring` for the monitoring entry's lines
 //!     intake-<key>.ring.producer.lock  flock'd by its ingest worker (one producer)
 //!     intake-<key>.ring.consumer.lock  flock'd by the uplink worker draining the queue (one
 //!                                    consumer of its ring, saved and journal tiers)
@@ -17,7 +18,8 @@
 //!     route-<key>.json               the destination the queue's events go to
 //! ```
 //! `<key>` is a [`QueueKey`]: protocol and port (`tcp-514`), what makes an intake unique in
-//! a valid configuration. Names found on disk are parsed back strictly: anything else in
+//! a valid configuration, or `stats` ([`QueueKey::STATS`]) for the monitoring entry, which
+//! has no port: its queue is an intake queue like the others, written by the supervisor. Names found on disk are parsed back strictly: anything else in
 //! these folders is not ours and is left alone.
 
 use std::fmt;
@@ -39,6 +41,8 @@ pub const SUPERVISOR_LOCK: &str = "supervisor.lock";
 const ROUTE_PREFIX: &str = "route-";
 const ROUTE_SUFFIX: &str = ".json";
 const DOORBELL_FILE: &str = "doorbell";
+/// The monitoring entry's [`QueueKey`] in file names.
+const STATS_NAME: &str = "stats";
 
 /// Which intake a queue belongs to: its protocol and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -48,6 +52,13 @@ pub struct QueueKey {
 }
 
 impl QueueKey {
+    /// The monitoring entry's queue (`stats: true`). Port 0, which no port intake can have,
+    /// marks it; it is named `stats` on disk.
+    pub const STATS: QueueKey = QueueKey {
+        protocol: Protocol::Tcp,
+        port: 0,
+    };
+
     pub fn of(intake: &Intake) -> Self {
         Self {
             protocol: intake.protocol,
@@ -66,6 +77,9 @@ fn protocol_name(p: Protocol) -> &'static str {
 
 impl fmt::Display for QueueKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Self::STATS {
+            return f.write_str(STATS_NAME);
+        }
         write!(f, "{}-{}", protocol_name(self.protocol), self.port)
     }
 }
@@ -73,8 +87,11 @@ impl fmt::Display for QueueKey {
 impl FromStr for QueueKey {
     type Err = ();
 
-    /// Exactly `tcp|udp|tls` `-` a port 1..=65535 in canonical decimal.
+    /// Exactly `tcp|udp|tls` `-` a port 1..=65535 in canonical decimal, or `stats`.
     fn from_str(s: &str) -> Result<Self, ()> {
+        if s == STATS_NAME {
+            return Ok(Self::STATS);
+        }
         let (proto, port) = s.split_once('-').ok_or(())?;
         let protocol = match proto {
             "tcp" => Protocol::Tcp,

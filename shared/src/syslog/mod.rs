@@ -73,6 +73,25 @@ pub struct Fields<'a> {
     pub msg: &'a [u8],
 }
 
+/// Renders a line the forwarder makes itself (the monitoring objects, `stats`): the same
+/// template and framing as [`render_event`], with the header fields given instead of parsed
+/// and `ctx.sender_host` as the hostname. Returns the range of the line without `LEN SP`.
+pub fn render_generated(
+    pri: u8,
+    app_name: &str,
+    msg: &str,
+    ctx: &EventContext<'_>,
+    out: &mut Vec<u8>,
+) -> std::ops::Range<usize> {
+    let fields = Fields {
+        hostname: None,
+        app_name: app_name.as_bytes(),
+        procid: b"-",
+        msg: msg.as_bytes(),
+    };
+    render::write_line(pri, &fields, ctx, out)
+}
+
 /// Sanitise, parse (RFC 5424 then RFC 3164) and render one framed raw message. Appends to
 /// `out` the wire bytes `LEN SP <PRI>1 TS HOST APP PROCID LOG [SEKOIA@53288 intake_key="KEY"] MSG\n`
 /// (LEN counts the line including its `\n`) and returns the range in `out` of the line

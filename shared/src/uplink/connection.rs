@@ -92,10 +92,12 @@ impl Connection {
                     }
                     self.counters.connects.fetch_add(1, Ordering::Relaxed);
                     self.counters.connections_up.fetch_add(1, Ordering::Relaxed);
+                    self.row(|c| c.set_up(true));
                     info!(connection = self.id, host = %cfg.host, port = cfg.port, peer = %conn.peer,
                           "uplink connected");
                     let end = self.session(conn).await;
                     self.counters.connections_up.fetch_sub(1, Ordering::Relaxed);
+                    self.row(|c| c.set_up(false));
                     backoff.session_ended(up_since.elapsed());
                     match end {
                         SessionEnd::Stopped => break,
@@ -121,6 +123,12 @@ impl Connection {
             _ => &self.counters.connect_failures,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        // A connection that never came up is down since its first failure.
+        self.row(|c| {
+            if c.since_ms.load(Ordering::Relaxed) == 0 {
+                c.set_up(false);
+            }
+        });
         let (host, port) = (&self.cfg.host, self.cfg.port);
         match failing.occurred(Instant::now()) {
             Some(Report::Started) => warn!(connection = self.id, %host, port, error = %error,
@@ -134,8 +142,17 @@ impl Connection {
                 "uplink connection attempts still failing, retrying"),
             _ => {}
         }
-        self.counters
-            .set_last_error(format_args!("uplink connection {}: {error}", self.id));
+        self.counters.connection_failed(
+            self.id,
+            format_args!("uplink connection {}: {error}", self.id),
+        );
+    }
+
+    /// Updates this connection's row of the status, when the pool registered one.
+    fn row(&self, f: impl FnOnce(&super::ConnectionCounters)) {
+        if let Some(c) = self.counters.connection(self.id) {
+            f(c);
+        }
     }
 
     fn session_broken(&self, error: &UplinkError, unconfirmed: usize) {
@@ -146,8 +163,10 @@ impl Connection {
         self.counters.write_failures.fetch_add(1, Ordering::Relaxed);
         warn!(connection = self.id, host = %self.cfg.host, unconfirmed_batches = unconfirmed,
               error = %error, "uplink connection broke, re-sending what is unconfirmed");
-        self.counters
-            .set_last_error(format_args!("uplink connection {}: {error}", self.id));
+        self.counters.connection_failed(
+            self.id,
+            format_args!("uplink connection {}: {error}", self.id),
+        );
     }
 
     /// Resolve, connect and handshake, each step under its timeout.
@@ -291,6 +310,10 @@ impl Connection {
         let unconfirmed = tracker.take_all();
         let count = unconfirmed.len();
         if count > 0 {
+            let events: u64 = unconfirmed.iter().map(|b| u64::from(b.span.records)).sum();
+            self.row(|c| {
+                c.resent_events.fetch_add(events, Ordering::Relaxed);
+            });
             let _ = self.outcomes.send(Outcome::Failed(unconfirmed));
             self.wake.notify();
         }
@@ -353,6 +376,10 @@ impl Connection {
         let now = Instant::now();
         let confirmed = tracker.acked(total.saturating_sub(outq), now);
         if !confirmed.is_empty() {
+            let events: u64 = confirmed.iter().map(|b| u64::from(b.span.records)).sum();
+            self.row(|c| {
+                c.events_sent.fetch_add(events, Ordering::Relaxed);
+            });
             for batch in confirmed {
                 let _ = self.outcomes.send(Outcome::Confirmed(batch));
             }

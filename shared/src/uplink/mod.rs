@@ -172,6 +172,51 @@ pub struct UplinkCounters {
     pub last_error: Mutex<Option<String>>,
     /// Per source (intake queue), in the order the uplink was given them; set once at start.
     pub sources: OnceLock<Vec<SourceCounters>>,
+    /// Per connection of the pool, by id; set once at start.
+    pub connections: OnceLock<Vec<ConnectionCounters>>,
+}
+
+/// One connection of the pool: whether it is up, what it delivered, its last failure.
+#[derive(Debug, Default)]
+pub struct ConnectionCounters {
+    pub up: AtomicBool,
+    /// When `up` last changed (or the first attempt), ms since the Unix epoch.
+    pub since_ms: AtomicU64,
+    /// Events confirmed received over this connection.
+    pub events_sent: AtomicU64,
+    /// Events this connection handed back for re-sending when it broke.
+    pub resent_events: AtomicU64,
+    /// This connection's last failure, `"<UTC time> <what>"`.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl ConnectionCounters {
+    /// The connection went up or down now.
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        self.since_ms.store(
+            chrono::Utc::now().timestamp_millis().max(0) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn set_last_error(&self, what: &str) {
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = Some(what.to_string());
+        }
+    }
+}
+
+/// A point-in-time copy of [`ConnectionCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConnectionSnapshot {
+    pub id: usize,
+    pub up: bool,
+    /// When `up` last changed, ms since the Unix epoch (0: not yet tried).
+    pub since_ms: u64,
+    pub events_sent: u64,
+    pub resent_events: u64,
+    pub last_error: Option<String>,
 }
 
 /// What the uplink delivered for one source (one intake's queue).
@@ -209,6 +254,9 @@ pub struct UplinkSnapshot {
     pub last_error: Option<String>,
     #[serde(default)]
     pub sources: Vec<SourceSnapshot>,
+    /// One row per connection of the pool.
+    #[serde(default)]
+    pub connections: Vec<ConnectionSnapshot>,
 }
 
 impl UplinkCounters {
@@ -242,7 +290,36 @@ impl UplinkCounters {
                         .collect()
                 })
                 .unwrap_or_default(),
+            connections: self
+                .connections
+                .get()
+                .map(|all| {
+                    all.iter()
+                        .enumerate()
+                        .map(|(id, c)| ConnectionSnapshot {
+                            id,
+                            up: c.up.load(Ordering::Relaxed),
+                            since_ms: get(&c.since_ms),
+                            events_sent: get(&c.events_sent),
+                            resent_events: get(&c.resent_events),
+                            last_error: c.last_error.lock().map(|e| e.clone()).unwrap_or(None),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
+    }
+
+    /// Makes `n` connection rows (once; later calls are ignored).
+    pub fn register_connections(&self, n: usize) {
+        let _ = self
+            .connections
+            .set((0..n).map(|_| ConnectionCounters::default()).collect());
+    }
+
+    /// The counters of connection `id`, once registered.
+    pub fn connection(&self, id: usize) -> Option<&ConnectionCounters> {
+        self.connections.get().and_then(|all| all.get(id))
     }
 
     /// Names the sources (once; later calls are ignored) so their deliveries can be counted.
@@ -267,6 +344,20 @@ impl UplinkCounters {
             "{} {what}",
             chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ")
         );
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = Some(stamped);
+        }
+    }
+
+    /// Record `what` as the last error of connection `id` and of the pool.
+    pub fn connection_failed(&self, id: usize, what: impl std::fmt::Display) {
+        let stamped = format!(
+            "{} {what}",
+            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        );
+        if let Some(c) = self.connection(id) {
+            c.set_last_error(&stamped);
+        }
         if let Ok(mut slot) = self.last_error.lock() {
             *slot = Some(stamped);
         }
@@ -397,6 +488,7 @@ impl Uplink {
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopping = Arc::new(AtomicBool::new(false));
 
+        counters.register_connections(cfg.connections);
         let mut pool = tokio::task::JoinSet::new();
         for id in 0..cfg.connections {
             let conn = connection::Connection {

@@ -20,6 +20,7 @@
 //!
 //! Files and folders are named by `queue::layout`; this module decides what goes where.
 
+mod age;
 mod drain;
 mod stop_save;
 mod writer;
@@ -29,7 +30,7 @@ mod tests;
 
 pub use drain::{IntakeQueue, JournalTier, RingTier, Tier};
 pub use stop_save::{save_ring, Saved};
-pub use writer::{IntakeWriter, JournalOpener, Push};
+pub use writer::{IntakeWriter, JournalOpener, Push, QueueSnapshot};
 
 use std::time::Duration;
 

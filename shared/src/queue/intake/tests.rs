@@ -185,3 +185,58 @@ fn what_a_stop_saved_is_drained_before_the_ring_and_the_journal() {
     let mut q = Uplink::new(f.queue());
     assert_eq!(drain(&mut q), expected(0..10));
 }
+
+#[test]
+fn the_snapshot_counts_each_tier_and_ages_its_oldest_event() {
+    let f = fixture(64 << 20);
+    let mut w = f.writer(&f.spool.journal_dir(KEY), 10);
+    let now = crate::queue::journal::unix_micros();
+    let at = |secs_ago: i64| RecordMeta {
+        recv_time_us: now - secs_ago * 1_000_000,
+        ..meta()
+    };
+    for i in 0..25u32 {
+        // The first 10 go to the ring (received 60 s ago), the rest to the journal (30 s ago).
+        let m = if i < 10 { at(60) } else { at(30) };
+        assert_eq!(w.push(&m, format!("e{i:04};").as_bytes()), Push::Queued);
+    }
+    w.end_batch();
+    let s = w.snapshot();
+    assert_eq!(
+        (s.ring_enqueued, s.ring_events, s.ring_max_events),
+        (10, 10, 10)
+    );
+    assert_eq!((s.journal_enqueued, s.journal_events), (15, 15));
+    assert_eq!(s.ring_full, 1);
+    assert!(s.ring_bytes > 0 && s.journal_bytes > s.ring_bytes, "{s:?}");
+    let age = s.oldest_age_ms.expect("known age");
+    assert!((60_000..65_000).contains(&age), "the ring's oldest: {age}");
+
+    // Once the uplink delivered the ring, the oldest is the journal's.
+    let mut q = Uplink::new(f.queue());
+    let mut out = Vec::new();
+    let span = q.0.read(q.1, None, 10 * 6, &mut out).unwrap().unwrap();
+    assert_eq!(span.records, 10);
+    q.1 = span.end;
+    q.0.commit(span.end);
+    let s = w.snapshot();
+    assert_eq!((s.ring_events, s.journal_events), (0, 15), "{s:?}");
+    let age = s.oldest_age_ms.expect("known age");
+    assert!(
+        (30_000..35_000).contains(&age),
+        "the journal's oldest: {age}"
+    );
+    // Part of the journal delivered: the reader's record number tells how many are left.
+    let span = q.0.read(q.1, None, 5 * 6, &mut out).unwrap().unwrap();
+    assert_eq!(span.records, 5);
+    q.1 = span.end;
+    q.0.commit(span.end);
+    assert_eq!(w.snapshot().journal_events, 10);
+    drain(&mut q);
+    let s = w.snapshot();
+    assert_eq!(
+        (s.ring_events, s.journal_events, s.oldest_age_ms),
+        (0, 0, None)
+    );
+    assert_eq!(s.journal_max_events, 15);
+}

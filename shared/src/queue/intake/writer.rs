@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use super::age::AgeMarks;
 use crate::log_limit::{Repeating, Report, SUMMARY_EVERY};
 use crate::queue::{DiskBudget, Doorbell, JournalOptions, JournalWriter, RecordMeta, RingProducer};
 
@@ -91,6 +92,43 @@ pub struct IntakeWriter {
     held: Repeating,
     /// When the journal last could not take an event.
     last_held: Option<Instant>,
+    /// What went where (the monitoring counters of this queue).
+    counts: QueueSnapshot,
+    /// Reception times by record number, per tier, for the age of the oldest event.
+    ring_ages: AgeMarks,
+    journal_ages: AgeMarks,
+}
+
+/// What an intake's queue took and holds, as its writer sees it: counters since the writer
+/// started, and the backlog of each tier now. The monitoring objects `ruleset-<name>` (the
+/// ring) and `ruleset-<name>[DA]` (the journal) are made of these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueSnapshot {
+    /// Events put in the ring.
+    pub ring_enqueued: u64,
+    /// Times the ring was found full (the spill to the journal starts, or an event waits).
+    pub ring_full: u64,
+    /// Events in the ring now (published, not yet delivered), and their bytes.
+    pub ring_events: u64,
+    pub ring_bytes: u64,
+    /// Most events seen in the ring at once.
+    pub ring_max_events: u64,
+    /// Events put in the journal.
+    pub journal_enqueued: u64,
+    /// Times no tier could take an event (the journal is full or failing): TCP/TLS senders
+    /// wait, UDP datagrams are dropped (`dropped_full` of the input).
+    pub journal_full: u64,
+    /// Events in the journal not yet delivered, and their bytes (records and headers).
+    pub journal_events: u64,
+    pub journal_bytes: u64,
+    /// Most events seen in the journal at once.
+    pub journal_max_events: u64,
+    /// How long the oldest event the queue holds has waited, in milliseconds (the ring's
+    /// oldest when the ring holds any: it is older than the journal's). None when the queue
+    /// is empty, or its oldest event was queued by a previous worker (its time is unknown
+    /// here). Exact to 100 ms, never younger than the truth.
+    #[serde(default)]
+    pub oldest_age_ms: Option<u64>,
 }
 
 impl IntakeWriter {
@@ -106,6 +144,9 @@ impl IntakeWriter {
             rejected: 0,
             held: Repeating::default(),
             last_held: None,
+            counts: QueueSnapshot::default(),
+            ring_ages: AgeMarks::default(),
+            journal_ages: AgeMarks::default(),
         };
         w.open_journal();
         w
@@ -128,8 +169,11 @@ impl IntakeWriter {
             info!(intake = %self.name, "journal delivered; events go to memory again");
         }
         if !self.spilling || self.journal.is_none() {
+            let seq = self.ring.next_seq();
             match self.ring.try_push(meta, payload) {
                 Ok(true) => {
+                    self.ring_ages.pushed(seq, meta.recv_time_us);
+                    self.counts.ring_enqueued += 1;
                     self.spilling = false;
                     if self.held.is_active() {
                         self.writes_work();
@@ -137,10 +181,11 @@ impl IntakeWriter {
                     return Push::Queued;
                 }
                 Ok(false) if !self.spilling => {
+                    self.counts.ring_full += 1;
                     self.spilling = true;
                     info!(intake = %self.name, "memory queue full; spilling to disk");
                 }
-                Ok(false) => {}
+                Ok(false) => self.counts.ring_full += 1,
                 Err(e) => {
                     self.rejected += 1;
                     error!(intake = %self.name, error = %e, rejected = self.rejected,
@@ -154,27 +199,65 @@ impl IntakeWriter {
 
     fn append_to_journal(&mut self, meta: &RecordMeta, payload: &[u8]) -> Push {
         let Some(journal) = self.journal.as_mut() else {
+            self.counts.journal_full += 1;
             return Push::HeldBack;
         };
+        let seq = journal.next_seq();
         match journal.append(meta, payload) {
             Ok(true) => {
+                self.journal_ages.pushed(seq, meta.recv_time_us);
+                self.counts.journal_enqueued += 1;
                 self.journaled = true;
                 Push::Queued
             }
             Ok(false) => {
+                self.counts.journal_full += 1;
                 self.held_back(&"the disk budget in force (DISK_SPACE, or the free space of SPOOL_DIR) is exhausted");
                 Push::HeldBack
             }
             Err(e) => {
+                self.counts.journal_full += 1;
                 self.held_back(&e);
                 Push::HeldBack
             }
         }
     }
 
+    /// The counters and each tier's backlog now (the gauges are read from the ring header
+    /// and the journal's state page, so they follow the uplink's deliveries).
+    pub fn snapshot(&mut self) -> QueueSnapshot {
+        self.note_backlog();
+        self.counts.oldest_age_ms = self.oldest_age_ms();
+        self.counts
+    }
+
+    fn note_backlog(&mut self) {
+        let c = &mut self.counts;
+        (c.ring_events, c.ring_bytes) = self.ring.backlog();
+        (c.journal_events, c.journal_bytes) =
+            self.journal.as_ref().map_or((0, 0), JournalWriter::backlog);
+        c.ring_max_events = c.ring_max_events.max(c.ring_events);
+        c.journal_max_events = c.journal_max_events.max(c.journal_events);
+    }
+
+    /// The age of the oldest event held (see `QueueSnapshot::oldest_age_ms`).
+    fn oldest_age_ms(&mut self) -> Option<u64> {
+        let c = &self.counts;
+        // Both are asked every time: asking forgets the marks of delivered records.
+        let delivered = self.ring.next_seq().saturating_sub(c.ring_events);
+        let ring = self.ring_ages.oldest(delivered, c.ring_events);
+        let next = self.journal.as_ref().map_or(0, JournalWriter::next_seq);
+        let delivered = next.saturating_sub(c.journal_events);
+        let journal = self.journal_ages.oldest(delivered, c.journal_events);
+        let oldest = if c.ring_events > 0 { ring } else { journal }?;
+        let now = crate::queue::journal::unix_micros();
+        Some(u64::try_from(now.saturating_sub(oldest)).unwrap_or(0) / 1000)
+    }
+
     /// Makes what was pushed visible to the uplink and wakes it.
     pub fn end_batch(&mut self) {
         self.ring.publish();
+        self.note_backlog();
         let buffered = self
             .journal
             .as_ref()

@@ -381,7 +381,12 @@ impl JournalReader {
         self.committed = persisted.max(first);
         self.persisted = persisted;
         self.end = self.committed;
-        self.state.store_committed(self.committed);
+        // The checkpoint's seq describes its own position only; a settled one is unknown.
+        let seq = match ckpt {
+            Some(c) if c.position == self.committed => self.committed_next_seq,
+            _ => 0,
+        };
+        self.state.store_committed(self.committed, seq);
     }
 
     /// Where reading starts for a checkpoint at `pos`, and why it differs, if it does.

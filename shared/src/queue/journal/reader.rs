@@ -107,7 +107,7 @@ pub struct JournalReader {
     /// `(end, seq after its last record)` of recent reads, oldest first, for the checkpoint's
     /// `next_seq` (bounded: the uplink reads ahead of what it commits).
     read_seqs: VecDeque<(u64, u64)>,
-    committed_next_seq: u64,
+    pub(super) committed_next_seq: u64,
     /// The segment that failed the last read(s), if any.
     strikes: Option<Strikes>,
     /// Segments taken out of the stream that could not be moved aside.
@@ -482,7 +482,7 @@ impl JournalReader {
                 self.committed_next_seq = seq;
             }
         }
-        self.state.store_committed(pos);
+        self.state.store_committed(pos, self.committed_next_seq);
         let passes_segment = self.segments.get(1).is_some_and(|&s| s <= pos);
         if passes_segment || self.last_persist.elapsed() >= self.opts.checkpoint_interval {
             self.persist()?;

@@ -11,7 +11,9 @@
 //!     generation: u64,       // 144  writer: +1 per writer open (Release)
 //!     _pad:       [u8; 104], // 152  end's 128-byte line
 //!     committed:  u64,       // 256  reader: delivered position (Release); writer loads (Acquire)
-//!     _pad:       [u8; 3832],// 264
+//!     committed_seq: u64,    // 264  reader: seq after the last delivered record (Relaxed,
+//!                            //      stored before `committed`); 0: unknown (older readers)
+//!     _pad:       [u8; 3824],// 272
 //! }
 //! ```
 //!
@@ -42,6 +44,7 @@ const OFF_END: usize = 128;
 const OFF_NEXT_SEQ: usize = 136;
 const OFF_GENERATION: usize = 144;
 const OFF_COMMITTED: usize = 256;
+const OFF_COMMITTED_SEQ: usize = 264;
 
 /// Lock bytes of the roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,10 +175,19 @@ impl SharedState {
         self.u64_at(OFF_GENERATION).load(Ordering::Acquire)
     }
 
-    /// Reader: everything before `pos` is delivered.
-    pub(crate) fn store_committed(&self, pos: u64) {
+    /// Reader: everything before `pos` is delivered; `next_seq` is the seq after the last
+    /// delivered record (0 when the reader does not know it).
+    pub(crate) fn store_committed(&self, pos: u64, next_seq: u64) {
+        self.u64_at(OFF_COMMITTED_SEQ)
+            .store(next_seq, Ordering::Relaxed);
         // Pairs with the writer's Acquire load in `committed`.
         self.u64_at(OFF_COMMITTED).store(pos, Ordering::Release);
+    }
+
+    /// Writer: the seq after the last record the reader delivered (0: unknown). Load it
+    /// after [`SharedState::committed`] (whose Acquire makes it at least that new).
+    pub(crate) fn committed_seq(&self) -> u64 {
+        self.u64_at(OFF_COMMITTED_SEQ).load(Ordering::Relaxed)
     }
 
     /// Writer: the reader's delivered position.

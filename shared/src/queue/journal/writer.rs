@@ -543,6 +543,20 @@ impl JournalWriter {
         self.buf.is_empty() && self.committed() >= self.end
     }
 
+    /// `(records, bytes)` appended and not yet delivered by the reader (buffered ones
+    /// included). Records are counted by seq, so a gap left by a crash counts as records.
+    pub fn backlog(&self) -> (u64, u64) {
+        let committed = self.committed();
+        if committed >= self.end {
+            return (0, 0);
+        }
+        let delivered_seq = self.state.committed_seq();
+        (
+            self.next_seq.saturating_sub(delivered_seq),
+            self.end - committed,
+        )
+    }
+
     /// Bytes appended but not yet written.
     pub fn buffered_bytes(&self) -> usize {
         self.buf.len()

@@ -22,9 +22,22 @@ fn keys_print_and_parse_back_exactly() {
         "sctp-1",
         "tcp-1-2",
         "tcp-+1",
+        "Stats",
+        "stats-1",
     ] {
         assert_eq!(key(bad), None, "{bad}");
     }
+}
+
+#[test]
+fn the_monitoring_queue_is_named_stats_and_parses_back() {
+    assert_eq!(QueueKey::STATS.to_string(), "stats");
+    assert_eq!(key("stats"), Some(QueueKey::STATS));
+    let spool = SpoolDir::new(Path::new("/s"));
+    assert_eq!(
+        spool.journal_dir(QueueKey::STATS),
+        Path::new("/s/journal-stats")
+    );
 }
 
 #[test]

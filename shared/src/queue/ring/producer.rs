@@ -114,6 +114,17 @@ impl<M: RingMemory> ProducerCore<M> {
         self.free_with(self.mem.load_committed(Ordering::Acquire))
     }
 
+    /// `(records, bytes)` published and not yet committed by the consumer (what the memory
+    /// tier holds now, as far as the producer can see).
+    pub(crate) fn backlog(&self) -> (u64, u64) {
+        // Pairs with the consumer's Release store of committed, which follows its store of
+        // committed_seq: the seq loaded below is at least as new as this position.
+        let committed = self.mem.load_committed(Ordering::Acquire);
+        let committed_seq = self.mem.load_committed_seq();
+        let records = self.next_seq.saturating_sub(committed_seq);
+        (records, self.published - committed.min(self.published))
+    }
+
     pub(crate) fn try_push(
         &mut self,
         meta: &RecordMeta,
@@ -330,6 +341,17 @@ impl RingProducer {
     /// Largest payload `try_push` accepts: capacity / 2 minus the record header.
     pub fn max_payload(&self) -> usize {
         self.core.max_payload()
+    }
+
+    /// Sequence number the next pushed record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.core.next_seq
+    }
+
+    /// `(records, bytes)` the ring holds now: pushed and published, not yet committed by the
+    /// consumer. Records pushed and not yet published are counted in `records` only.
+    pub fn backlog(&self) -> (u64, u64) {
+        self.core.backlog()
     }
 
     /// Bounds the ring by records as well as bytes: `try_push` says "no room" once `max`

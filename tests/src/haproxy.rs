@@ -24,7 +24,8 @@ pub fn binary() -> Option<PathBuf> {
 }
 
 /// One frontend on `port` and its backend: every server gets `server_options` (e.g.
-/// `send-proxy-v2 check-send-proxy`), round robin, checked every 200 ms.
+/// `send-proxy-v2 check-send-proxy`), to the server with the fewest connections, checked
+/// every 200 ms.
 pub struct Frontend<'a> {
     pub name: &'a str,
     pub port: u16,
@@ -114,7 +115,7 @@ fn config_text(stats: &Path, frontends: &[Frontend<'_>]) -> String {
     for f in frontends {
         text.push_str(&format!(
             "frontend {name}\n    bind 127.0.0.1:{port}\n    default_backend {name}_servers\n\
-             backend {name}_servers\n    balance roundrobin\n\
+             backend {name}_servers\n    balance leastconn\n\
              \x20   default-server check inter 200ms fall 1 rise 1 {options}\n",
             name = f.name,
             port = f.port,

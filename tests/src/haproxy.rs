@@ -23,9 +23,9 @@ pub fn binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// One frontend on `port` and its backend: every server gets `server_options` (e.g.
-/// `send-proxy-v2 check-send-proxy`), to the server with the fewest connections, checked
-/// every 200 ms.
+/// One frontend on `port` and its backend: each connection goes to the server with the
+/// fewest (`leastconn`); every server gets `server_options` (e.g. `send-proxy-v2`) and is
+/// checked every 200 ms.
 pub struct Frontend<'a> {
     pub name: &'a str,
     pub port: u16,

@@ -310,8 +310,8 @@ fn two_forwarders_behind_haproxy_keep_senders_names_and_lose_nothing_accepted_th
     let stopped = s.forwarders[1].terminate(WAIT);
     assert!(stopped.success(), "{}", tail(&s.forwarders[1].stderr()));
     let log = s.forwarders[1].stderr();
-    // Exactly the headerless connection: HAProxy's health checks (LOCAL headers on v2,
-    // bare connects on v1) are not refusals.
+    // Exactly the headerless connection: HAProxy's health checks (a LOCAL header on v2, a
+    // v1 line naming HAProxy itself) are not refusals.
     assert_eq!(
         total(&log, "proxy_header_rejected"),
         Some(1),

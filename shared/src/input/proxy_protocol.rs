@@ -224,27 +224,22 @@ fn v2_source(family: u8, block: &[u8]) -> Result<Proxied, Malformed> {
         len: block.len(),
     };
     let (ip, port_at) = match family {
-        1 => {
-            let a: [u8; 12] = block
-                .get(..12)
-                .and_then(|b| b.try_into().ok())
-                .ok_or(short("IPv4"))?;
-            (IpAddr::from([a[0], a[1], a[2], a[3]]), 8)
-        }
-        2 => {
-            let a: [u8; 36] = block
-                .get(..36)
-                .and_then(|b| b.try_into().ok())
-                .ok_or(short("IPv6"))?;
-            let mut octets = [0u8; 16];
-            octets.copy_from_slice(&a[..16]);
-            (IpAddr::from(octets), 32)
-        }
+        1 if block.len() >= 12 => (IpAddr::from(octets::<4>(block)), 8),
+        2 if block.len() >= 36 => (IpAddr::from(octets::<16>(block)), 32),
+        1 => return Err(short("IPv4")),
+        2 => return Err(short("IPv6")),
         // Unspecified or unix: the specification lets us fall back to the connection's own.
         _ => return Ok(Proxied::Own),
     };
     let port = u16::from_be_bytes([block[port_at], block[port_at + 1]]);
     Ok(Proxied::Client(SocketAddr::new(ip, port)))
+}
+
+/// The first `N` bytes of `bytes`, which holds at least that many (checked by the caller).
+fn octets<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut array = [0u8; N];
+    array.copy_from_slice(&bytes[..N]);
+    array
 }
 
 /// How reading a header ended.

@@ -231,3 +231,85 @@ fn v2_bad_version_command_family_length_are_refused() {
 }
 
 mod reading;
+
+/// A stream that hands out at most `chunk` bytes per read.
+struct Chunked<'a> {
+    bytes: &'a [u8],
+    chunk: usize,
+}
+
+impl tokio::io::AsyncRead for Chunked<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.chunk.min(buf.remaining()).min(self.bytes.len());
+        buf.put_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn however_the_stream_is_cut_the_header_is_read_exactly() {
+    let mut tlv = v2_ipv4_block();
+    tlv.extend_from_slice(&[0x02, 0x00, 0x04, b'h', b'o', b's', b't']);
+    let headers: Vec<Vec<u8>> = vec![
+        b"PROXY TCP4 192.0.2.10 10.0.0.1 51234 20516\r\n".to_vec(),
+        b"PROXY TCP6 2001:db8::7 2001:db8::1 600 514\r\n".to_vec(),
+        b"PROXY UNKNOWN\r\n".to_vec(),
+        v2(0x21, 0x11, &tlv),
+        v2(0x21, 0x21, &v2_ipv6_block()),
+        v2(0x20, 0x00, &[]),
+    ];
+    let payload = b"\r\n<13>PROXY TCP4 1.1.1.1 2.2.2.2 1 2\r\n";
+    for header in &headers {
+        let whole = parse(header);
+        let mut stream = header.clone();
+        stream.extend_from_slice(payload);
+        for chunk in 1..=stream.len() {
+            let mut reader = Chunked {
+                bytes: &stream,
+                chunk,
+            };
+            let outcome = read_header(&mut reader, None, Duration::from_secs(5)).await;
+            match (&outcome, &whole) {
+                (Outcome::Header(got), Progress::Done(want)) => assert_eq!(got, want),
+                _ => panic!("chunk {chunk}: {outcome:?}"),
+            }
+            assert_eq!(reader.bytes, payload, "chunk {chunk} of {header:?}");
+        }
+    }
+}
+
+#[test]
+fn arbitrary_bytes_never_panic_and_never_ask_past_the_bounds() {
+    // xorshift: deterministic, no dependency. Inputs start with a piece of a signature
+    // half of the time, so the parser gets past its first byte.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..200_000 {
+        let len = (next() % 160) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        match next() % 4 {
+            0 => bytes.splice(0..0, b"PROXY ".iter().copied()).for_each(drop),
+            1 => bytes
+                .splice(0..0, V2_SIGNATURE.iter().copied())
+                .for_each(drop),
+            _ => {}
+        }
+        if let Progress::Need(n) = parse(&bytes) {
+            assert!(n > 0);
+            assert!(bytes.len() + n <= 16 + V2_MAX_BLOCK, "{bytes:?} asks {n}");
+            if bytes.first() == Some(&b'P') {
+                assert!(bytes.len() + n <= V1_MAX, "{bytes:?} asks {n}");
+            }
+        }
+    }
+}

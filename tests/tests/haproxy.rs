@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sekoia_tests::events::{duplicates, sequence_counts, tail};
@@ -128,7 +130,13 @@ fn closed(conn: &TcpStream) -> bool {
 /// One client through the balancer: sends `seqs` paced, and when its connection breaks
 /// (or the balancer refuses it) connects again and sends the last [`RESENT_TAIL`] events
 /// again before going on. Returns how many times it reconnected.
-fn client(source: &'static str, port: u16, via: &'static str, seqs: std::ops::Range<u64>) -> u32 {
+fn client(
+    source: &'static str,
+    port: u16,
+    via: &'static str,
+    seqs: std::ops::Range<u64>,
+    written: &AtomicU64,
+) -> u32 {
     let mut conn: Option<TcpStream> = None;
     let mut broken = false;
     let mut recent: VecDeque<Vec<u8>> = VecDeque::new();
@@ -161,6 +169,7 @@ fn client(source: &'static str, port: u16, via: &'static str, seqs: std::ops::Ra
                 _ => broken = true,
             }
         }
+        written.fetch_add(1, Ordering::Relaxed);
         recent.push_back(line.into_bytes());
         if recent.len() > RESENT_TAIL {
             recent.pop_front();
@@ -171,8 +180,13 @@ fn client(source: &'static str, port: u16, via: &'static str, seqs: std::ops::Ra
 }
 
 /// Starts [`CLIENTS`] clients, alternating sources and frontends, each sending `per_client`
-/// events numbered from `first`.
-fn clients(s: &Site, first: u64, per_client: u64) -> Vec<std::thread::JoinHandle<u32>> {
+/// events numbered from `first`; `written` counts the events they wrote.
+fn clients(
+    s: &Site,
+    first: u64,
+    per_client: u64,
+    written: &Arc<AtomicU64>,
+) -> Vec<std::thread::JoinHandle<u32>> {
     (0..CLIENTS)
         .map(|c| {
             let source = SOURCES[(c % 2) as usize];
@@ -181,8 +195,9 @@ fn clients(s: &Site, first: u64, per_client: u64) -> Vec<std::thread::JoinHandle
             } else {
                 (s.v1, "v1")
             };
-            let start = first + c * per_client;
-            std::thread::spawn(move || client(source, port, via, start..start + per_client))
+            let seqs = first + c * per_client..first + (c + 1) * per_client;
+            let written = written.clone();
+            std::thread::spawn(move || client(source, port, via, seqs, &written))
         })
         .collect()
 }
@@ -226,14 +241,18 @@ fn two_forwarders_behind_haproxy_keep_senders_names_and_lose_nothing_accepted_th
     let mut headerless = connect_from("127.0.0.1", s.tcp_ports[1]).expect("connect");
     let _ = headerless.write_all(b"<13>Oct 11 22:14:15 app: seq=999998 no header\n");
 
-    let first = clients(&s, 0, FIRST_RUN);
+    let written = Arc::new(AtomicU64::new(0));
+    let first = clients(&s, 0, FIRST_RUN, &written);
     let sent_first = CLIENTS * FIRST_RUN;
     assert!(
-        wait_until(WAIT, || s.sink.count() as u64 > sent_first / 4),
+        wait_until(WAIT, || s.sink.count() > 0
+            && written.load(Ordering::Relaxed) > sent_first / 4),
         "events flow through haproxy\n{}",
         tail(&s.forwarders[0].stderr())
     );
     s.forwarders[0].kill9_all();
+    let written_at_kill = written.load(Ordering::Relaxed);
+    assert!(written_at_kill < sent_first, "killed mid-stream");
     let accepted = seqs(&s.forwarders[0].ring_payloads());
     s.forwarders[0].spawn();
     let reconnects: u32 = first.into_iter().map(|c| c.join().expect("client")).sum();
@@ -243,7 +262,7 @@ fn two_forwarders_behind_haproxy_keep_senders_names_and_lose_nothing_accepted_th
         "haproxy sees the restarted forwarder\n{}",
         s.haproxy.log()
     );
-    let second = clients(&s, sent_first, SECOND_RUN);
+    let second = clients(&s, sent_first, SECOND_RUN, &written);
     for c in second {
         c.join().expect("client");
     }
@@ -272,8 +291,9 @@ fn two_forwarders_behind_haproxy_keep_senders_names_and_lose_nothing_accepted_th
     );
     let in_flight = (0..sent_first).filter(|n| !counts.contains_key(n)).count();
     eprintln!(
-        "{} events sent, {} in the killed forwarder's rings, all delivered; {in_flight} lost in \
-         flight (in socket buffers at the kill, never accepted); {} duplicates; {reconnects} reconnects",
+        "{} events sent (the kill after {written_at_kill}), {} in the killed forwarder's rings, \
+         all delivered; {in_flight} lost in flight (in socket buffers at the kill, never \
+         accepted); {} duplicates; {reconnects} reconnects",
         sent_first + CLIENTS * SECOND_RUN,
         accepted.len(),
         duplicates(&counts)

@@ -334,6 +334,7 @@ pub(crate) async fn sender(
         outcome = header => outcome,
     };
     let notices = &shared.admission.notices;
+    let balancer = peer.ip().to_canonical();
     let sender = match outcome {
         Outcome::Header(Proxied::Client(source)) => source,
         Outcome::Header(Proxied::Own) => peer,
@@ -342,12 +343,12 @@ pub(crate) async fn sender(
             return None;
         }
         Outcome::Idle => {
-            notices.record(Notice::IdleTimeout, peer.ip());
+            notices.record(Notice::IdleTimeout, balancer);
             return None;
         }
         Outcome::Rejected(why) => {
             let why = why.to_string();
-            notices.record_because(Notice::ProxyHeaderRejected, peer.ip(), &why);
+            notices.record_because(Notice::ProxyHeaderRejected, balancer, &why);
             return None;
         }
     };

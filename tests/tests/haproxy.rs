@@ -23,6 +23,9 @@ const SOURCES: [&str; 2] = ["127.0.0.2", "127.0.0.3"];
 const CLIENTS: u64 = 20;
 const FIRST_RUN: u64 = 400;
 const SECOND_RUN: u64 = 50;
+/// Pause between two events of a client: the first run lasts over a second, so the kill
+/// lands mid-stream even on a loaded machine.
+const PACE: Duration = Duration::from_millis(2);
 /// Events a client sends again after its connection broke (they may have been in flight).
 const RESENT_TAIL: usize = 50;
 const WAIT: Duration = Duration::from_secs(60);
@@ -174,7 +177,7 @@ fn client(
         if recent.len() > RESENT_TAIL {
             recent.pop_front();
         }
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(PACE);
     }
     reconnects
 }
@@ -245,8 +248,7 @@ fn two_forwarders_behind_haproxy_keep_senders_names_and_lose_nothing_accepted_th
     let first = clients(&s, 0, FIRST_RUN, &written);
     let sent_first = CLIENTS * FIRST_RUN;
     assert!(
-        wait_until(WAIT, || s.sink.count() > 0
-            && written.load(Ordering::Relaxed) > sent_first / 4),
+        wait_until(WAIT, || written.load(Ordering::Relaxed) > sent_first / 4),
         "events flow through haproxy\n{}",
         tail(&s.forwarders[0].stderr())
     );

@@ -18,8 +18,10 @@
 //! - **Exactly the header is read, nothing more**: [`parse`] says at most how many further
 //!   bytes surely still belong to the header, and [`read_header`] never asks the socket for
 //!   more. What follows (syslog frames, or a TLS ClientHello) stays in the socket for the
-//!   framing loop or the TLS handshake. A v1 line is read 2 bytes at a time once its first
-//!   15 are in (its end cannot be sooner), a v2 header in two reads (16 bytes, then `len`).
+//!   framing loop or the TLS handshake. The first read takes at most 15 bytes (the
+//!   shortest v1 line; any v2 header is longer). A v1 line then goes on 2 bytes per read
+//!   (its CRLF cannot end sooner): 16 reads for a typical 44-byte TCP4 line. A v2 header
+//!   takes 3 reads: 15 bytes, the 16th (the fixed part tells `len`), then `len` bytes.
 //! - Bounded: a v1 line without CRLF in 107 bytes, or a v2 `len` above [`V2_MAX_BLOCK`], is
 //!   refused before more is read; so is a first byte that starts neither signature.
 //! - LOCAL (v2, a balancer's own health check), UNKNOWN (v1) and the address families we do

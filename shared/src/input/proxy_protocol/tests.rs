@@ -236,6 +236,7 @@ mod reading;
 struct Chunked<'a> {
     bytes: &'a [u8],
     chunk: usize,
+    reads: usize,
 }
 
 impl tokio::io::AsyncRead for Chunked<'_> {
@@ -244,6 +245,7 @@ impl tokio::io::AsyncRead for Chunked<'_> {
         _cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        self.reads += 1;
         let n = self.chunk.min(buf.remaining()).min(self.bytes.len());
         buf.put_slice(&self.bytes[..n]);
         self.bytes = &self.bytes[n..];
@@ -272,6 +274,7 @@ async fn however_the_stream_is_cut_the_header_is_read_exactly() {
             let mut reader = Chunked {
                 bytes: &stream,
                 chunk,
+                reads: 0,
             };
             let outcome = read_header(&mut reader, None, Duration::from_secs(5)).await;
             match (&outcome, &whole) {
@@ -311,5 +314,26 @@ fn arbitrary_bytes_never_panic_and_never_ask_past_the_bounds() {
                 assert!(bytes.len() + n <= V1_MAX, "{bytes:?} asks {n}");
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn a_v2_header_takes_three_reads_and_a_v1_line_one_read_per_two_bytes_after_fifteen() {
+    let v1 = b"PROXY TCP4 127.0.0.2 127.0.0.1 45678 20516\r\n";
+    let v2 = v2(0x21, 0x11, &v2_ipv4_block());
+    for (header, reads) in [(&v1[..], 1 + (v1.len() - 15).div_ceil(2)), (&v2, 3)] {
+        let mut stream = header.to_vec();
+        stream.extend_from_slice(b"<13>after\n");
+        let mut reader = Chunked {
+            bytes: &stream,
+            chunk: usize::MAX,
+            reads: 0,
+        };
+        let outcome = read_header(&mut reader, None, Duration::from_secs(5)).await;
+        assert!(
+            matches!(outcome, Outcome::Header(Proxied::Client(_))),
+            "{outcome:?}"
+        );
+        assert_eq!(reader.reads, reads, "{:?}", String::from_utf8_lossy(header));
     }
 }

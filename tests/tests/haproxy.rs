@@ -245,88 +245,27 @@ fn two_forwarders_behind_haproxy_keep_senders_names_and_lose_nothing_accepted_th
     let _ = headerless.write_all(b"<13>Oct 11 22:14:15 app: seq=999998 no header\n");
 
     let written = Arc::new(AtomicU64::new(0));
-    let first = clients(&s, 0, FIRST_RUN, &written);
+    let kill = kill_and_restart_mid_stream(&mut s, &written);
     let sent_first = CLIENTS * FIRST_RUN;
-    assert!(
-        wait_until(WAIT, || written.load(Ordering::Relaxed) > sent_first / 4),
-        "events flow through haproxy\n{}",
-        tail(&s.forwarders[0].stderr())
-    );
-    s.forwarders[0].kill9_all();
-    let written_at_kill = written.load(Ordering::Relaxed);
-    assert!(written_at_kill < sent_first, "killed mid-stream");
-    let accepted = seqs(&s.forwarders[0].ring_payloads());
-    s.forwarders[0].spawn();
-    let reconnects: u32 = first.into_iter().map(|c| c.join().expect("client")).sum();
-    assert!(
-        wait_until(WAIT, || s.haproxy.server_up("syslog_v2_servers", "f1")
-            && s.haproxy.server_up("syslog_v1_servers", "f1")),
-        "haproxy sees the restarted forwarder\n{}",
-        s.haproxy.log()
-    );
     let second = clients(&s, sent_first, SECOND_RUN, &written);
     for c in second {
         c.join().expect("client");
     }
-
     let second_run: BTreeSet<u64> = (sent_first..sent_first + CLIENTS * SECOND_RUN).collect();
-    let mut counts = BTreeMap::new();
-    let arrived = wait_until(WAIT, || {
-        counts = sequence_counts(&s.sink.lines());
-        accepted
-            .iter()
-            .chain(&second_run)
-            .all(|n| counts.contains_key(n))
-    });
-    let lost_accepted: Vec<&u64> = accepted
-        .iter()
-        .filter(|n| !counts.contains_key(n))
-        .collect();
-    assert!(
-        arrived,
-        "accepted by the killed forwarder and lost: {lost_accepted:?}; second run missing: {:?}",
-        second_run
-            .iter()
-            .filter(|n| !counts.contains_key(n))
-            .take(20)
-            .collect::<Vec<_>>()
-    );
+    let counts = wait_for_all(&s.sink, kill.accepted.iter().chain(&second_run));
     let in_flight = (0..sent_first).filter(|n| !counts.contains_key(n)).count();
     eprintln!(
-        "{} events sent (the kill after {written_at_kill}), {} in the killed forwarder's rings, \
-         all delivered; {in_flight} lost in flight (in socket buffers at the kill, never \
-         accepted); {} duplicates; {reconnects} reconnects",
+        "{} events sent (the kill after {}), {} in the killed forwarder's rings, all \
+         delivered; {in_flight} lost in flight (in socket buffers at the kill, never \
+         accepted); {} duplicates; {} reconnects",
         sent_first + CLIENTS * SECOND_RUN,
-        accepted.len(),
-        duplicates(&counts)
+        kill.written,
+        kill.accepted.len(),
+        duplicates(&counts),
+        kill.reconnects
     );
     assert!(!counts.contains_key(&999_999) && !counts.contains_key(&999_998));
-
-    // Every event carries its sender's address, never the balancer's; both sources came
-    // through both frontends, and the second run was spread over both forwarders.
-    let lines = s.sink.lines();
-    let mut keys_second_run = BTreeSet::new();
-    for line in &lines {
-        let (host, src, key) = host_src_key(line);
-        assert_eq!(host, src, "{}", String::from_utf8_lossy(line));
-        if sequence_counts(std::slice::from_ref(line))
-            .keys()
-            .any(|n| second_run.contains(n))
-        {
-            keys_second_run.insert(key);
-        }
-    }
-    let text = |l: &Vec<u8>| String::from_utf8_lossy(l).into_owned();
-    for source in SOURCES {
-        for via in ["v1", "v2"] {
-            let tag = format!("src={source} via={via}");
-            assert!(lines.iter().any(|l| text(l).contains(&tag)), "{tag}");
-        }
-    }
-    assert_eq!(
-        keys_second_run,
-        KEYS.iter().map(|k| k.to_string()).collect()
-    );
+    assert_senders_named_and_spread(&s.sink.lines(), &second_run);
 
     assert!(closed_soon(&mut direct) && closed_soon(&mut headerless));
     let stopped = s.forwarders[1].terminate(WAIT);
@@ -347,6 +286,93 @@ fn two_forwarders_behind_haproxy_keep_senders_names_and_lose_nothing_accepted_th
         "{}",
         tail(&log)
     );
+}
+
+/// What the kill of forwarder 1 left: what its rings held, how far the clients were.
+struct Kill {
+    accepted: BTreeSet<u64>,
+    written: u64,
+    reconnects: u32,
+}
+
+/// Runs the first batch of clients, kills forwarder 1 with -9 once a quarter of it was
+/// written, notes what its rings held, starts it again on its spool, waits for the clients
+/// and for HAProxy to see the forwarder up again.
+fn kill_and_restart_mid_stream(s: &mut Site, written: &Arc<AtomicU64>) -> Kill {
+    let first = clients(s, 0, FIRST_RUN, written);
+    let sent_first = CLIENTS * FIRST_RUN;
+    let quarter = wait_until(WAIT, || written.load(Ordering::Relaxed) > sent_first / 4);
+    assert!(
+        quarter,
+        "clients write through haproxy\n{}",
+        s.haproxy.log()
+    );
+    s.forwarders[0].kill9_all();
+    let written_at_kill = written.load(Ordering::Relaxed);
+    assert!(written_at_kill < sent_first, "killed mid-stream");
+    let accepted = seqs(&s.forwarders[0].ring_payloads());
+    s.forwarders[0].spawn();
+    let reconnects = first.into_iter().map(|c| c.join().expect("client")).sum();
+    let up = wait_until(WAIT, || {
+        s.haproxy.server_up("syslog_v2_servers", "f1")
+            && s.haproxy.server_up("syslog_v1_servers", "f1")
+    });
+    assert!(
+        up,
+        "haproxy sees the restarted forwarder\n{}",
+        s.haproxy.log()
+    );
+    Kill {
+        accepted,
+        written: written_at_kill,
+        reconnects,
+    }
+}
+
+/// Waits until every sequence number of `wanted` arrived at `sink`; returns the counts.
+fn wait_for_all<'a>(
+    sink: &TlsSink,
+    wanted: impl Iterator<Item = &'a u64> + Clone,
+) -> BTreeMap<u64, u32> {
+    let mut counts = BTreeMap::new();
+    let arrived = wait_until(WAIT, || {
+        counts = sequence_counts(&sink.lines());
+        wanted.clone().all(|n| counts.contains_key(n))
+    });
+    let missing: Vec<&u64> = wanted
+        .filter(|n| !counts.contains_key(n))
+        .take(20)
+        .collect();
+    assert!(
+        arrived,
+        "accepted or sent after the restart, and lost: {missing:?}"
+    );
+    counts
+}
+
+/// Every event carries its sender's address, never the balancer's; both sources came
+/// through both frontends, and the `second_run` was spread over both forwarders.
+fn assert_senders_named_and_spread(lines: &[Vec<u8>], second_run: &BTreeSet<u64>) {
+    let mut keys_second_run = BTreeSet::new();
+    for line in lines {
+        let (host, src, key) = host_src_key(line);
+        assert_eq!(host, src, "{}", String::from_utf8_lossy(line));
+        let seq = sequence_counts(std::slice::from_ref(line));
+        if seq.keys().any(|n| second_run.contains(n)) {
+            keys_second_run.insert(key);
+        }
+    }
+    for source in SOURCES {
+        for via in ["v1", "v2"] {
+            let tag = format!("src={source} via={via}");
+            let seen = lines
+                .iter()
+                .any(|l| String::from_utf8_lossy(l).contains(&tag));
+            assert!(seen, "{tag}");
+        }
+    }
+    let both: BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();
+    assert_eq!(keys_second_run, both);
 }
 
 /// Whether the forwarder closed `conn` (within a few seconds).

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::IntakeLimits;
-use crate::input::testing::{wait_for, RecordingSink};
+use crate::input::testing::{wait_for, GatedLookup, RecordingSink};
 use crate::input::{serve_tcp_with, InputCounters, InputError, ListenerOptions, Resolver};
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,11 +140,14 @@ struct Server {
 
 impl Server {
     fn start(limits: IntakeLimits) -> Self {
+        Self::start_named(limits, Arc::new(Resolver::new(false)))
+    }
+
+    fn start_named(limits: IntakeLimits, names: Arc<Resolver>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (sink, counters) = (RecordingSink::new(), Arc::new(InputCounters::new()));
         let (stop, shutdown) = watch::channel(false);
-        let names = Arc::new(Resolver::new(false));
         let options = ListenerOptions::new(IntakeLimits {
             proxy_protocol: true,
             ..limits
@@ -223,6 +226,27 @@ async fn events_carry_the_sender_the_header_names_and_a_headerless_connection_is
     assert_eq!(sink.messages.lock().unwrap()[2].host, "127.0.0.1");
     drop(TcpStream::connect(server.addr).await.unwrap());
     drop(relayed);
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn the_first_event_carries_the_senders_reverse_name_not_the_balancers() {
+    // The balancer (127.0.0.1) is named "fast.example"; the sender the header names,
+    // 127.0.0.2, answers "slow.example" only once the gate opens.
+    let gate = GatedLookup::new();
+    let names = gate.resolver("127.0.0.2".parse().unwrap(), PATIENCE);
+    let server = Server::start_named(IntakeLimits::default(), names);
+    let mut conn = TcpStream::connect(server.addr).await.unwrap();
+    let header = b"PROXY TCP4 127.0.0.2 127.0.0.1 40000 514\r\n<13>first\n";
+    conn.write_all(header).await.unwrap();
+    wait_for(PATIENCE, "the sender's lookup", || gate.asked()).await;
+    assert_eq!(server.sink.count(), 0, "the first event waits for its name");
+    gate.open();
+    let sink = &server.sink;
+    sink.wait_until(PATIENCE, "the first event", |s| s.count() == 1)
+        .await;
+    assert_eq!(sink.messages.lock().unwrap()[0].host, "slow.example");
+    drop(conn);
     server.shut_down().await;
 }
 

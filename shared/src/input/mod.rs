@@ -55,6 +55,16 @@ pub use tcp::{serve_tcp, serve_tcp_with, ListenerOptions};
 pub use tls::{load_server_tls, serve_tls, serve_tls_with, TlsIntake};
 pub use udp::{serve_udp, serve_udp_from};
 
+/// The PROXY header parser, for the fuzz target (`fuzz/`). Not an API: names and shapes
+/// follow the code.
+#[doc(hidden)]
+pub mod internals {
+    pub use super::proxy_protocol::{
+        parse as parse_proxy_header, Malformed, Progress, Proxied, V1_MAX, V2_MAX_BLOCK,
+        V2_SIGNATURE,
+    };
+}
+
 /// Largest message in bytes (the reference's `250k`); longer ones are truncated to this size.
 /// The `syslog` module keeps its own copy of the same value.
 pub const MAX_MESSAGE: usize = 256_000;

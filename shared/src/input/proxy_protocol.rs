@@ -43,15 +43,15 @@ use super::shutdown_requested;
 use super::tcp::Listener;
 
 /// The version 2 signature.
-pub(crate) const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// The fixed part of a v2 header: signature, version and command, family, length.
 const V2_FIXED: usize = 16;
 /// Largest v2 address block with its TLVs we accept. Addresses take at most 216 bytes
 /// (unix); balancers add a few TLVs (unique id up to 128 bytes, TLS details, a cloud
 /// endpoint id), so 4 KiB is generous and still a small, fixed cost per connection.
-pub(crate) const V2_MAX_BLOCK: usize = 4096;
+pub const V2_MAX_BLOCK: usize = 4096;
 /// Longest v1 line, CRLF included (the specification's worst case).
-pub(crate) const V1_MAX: usize = 107;
+pub const V1_MAX: usize = 107;
 /// Shortest v1 line (`PROXY UNKNOWN\r\n`); shorter than any v2 header, so this many bytes
 /// can always be read first.
 const V1_MIN: usize = 15;
@@ -59,7 +59,7 @@ const V1_PREFIX: &[u8] = b"PROXY ";
 
 /// What a complete header says about the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Proxied {
+pub enum Proxied {
     /// Relayed for this client: events carry its address.
     Client(SocketAddr),
     /// The balancer's own connection (v2 LOCAL, v1 UNKNOWN, or a family we do not take):
@@ -69,7 +69,7 @@ pub(crate) enum Proxied {
 
 /// Where parsing a header stands after the bytes read so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Progress {
+pub enum Progress {
     /// The bytes read are exactly one complete header.
     Done(Proxied),
     /// Incomplete: the next `n` bytes (at most) surely still belong to the header.
@@ -79,7 +79,7 @@ pub(crate) enum Progress {
 
 /// Why a connection's header was refused; the text goes to the log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Malformed {
+pub enum Malformed {
     #[error("no PROXY protocol header: the connection starts with {}; the sender bypassed the load balancer, or the balancer does not send the header (HAProxy: `send-proxy-v2` on the server line)", shown(.0))]
     Missing(Vec<u8>),
     #[error("PROXY v1 line without CRLF in its first 107 bytes")]
@@ -112,7 +112,7 @@ fn shown(bytes: &[u8]) -> String {
 }
 
 /// Parses the bytes read so far (never more than [`Progress::Need`] allowed).
-pub(crate) fn parse(buf: &[u8]) -> Progress {
+pub fn parse(buf: &[u8]) -> Progress {
     match buf.first() {
         None => Progress::Need(V1_MIN),
         Some(b'P') => parse_v1(buf),

@@ -3,7 +3,8 @@
 //! Losses must never be silent (including datagrams the kernel dropped before we could read
 //! them, `udp_kernel_drops`), nor events sent under a sender's IP because its name came
 //! too late (`resolve_timeouts`) or its held datagrams overflowed (`resolve_wait_overflows`),
-//! nor senders refused or connections closed by the intake's limits (docs/hostile-networks.md).
+//! nor senders refused or connections closed by the intake's limits (docs/hostile-networks.md),
+//! nor connections closed for a missing or bad PROXY header (`proxy_header_rejected`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +53,12 @@ pub async fn report_periodically(intake: String, counters: Arc<InputCounters>, e
                 "input losses and errors in the last interval");
         }
         let (refused, timeouts, shed) = (
-            grew(|s| s.refused_source + s.refused_intake_full + s.refused_source_full),
+            grew(|s| {
+                s.refused_source
+                    + s.refused_intake_full
+                    + s.refused_source_full
+                    + s.proxy_header_rejected
+            }),
             grew(|s| s.partial_frame_timeouts + s.idle_timeouts),
             grew(|s| s.shed_budget),
         );
@@ -60,6 +66,7 @@ pub async fn report_periodically(intake: String, counters: Arc<InputCounters>, e
             warn!(intake = %intake, refused_source = grew(|s| s.refused_source),
                 refused_intake_full = grew(|s| s.refused_intake_full),
                 refused_source_full = grew(|s| s.refused_source_full),
+                proxy_header_rejected = grew(|s| s.proxy_header_rejected),
                 partial_frame_timeouts = grew(|s| s.partial_frame_timeouts),
                 idle_timeouts = grew(|s| s.idle_timeouts), shed_budget = shed,
                 every_s = every.as_secs(), "connections refused or closed by limits in the last interval");
@@ -80,5 +87,5 @@ pub fn report_totals(intake: &str, counters: &InputCounters) {
         refused_source = s.refused_source, refused_intake_full = s.refused_intake_full,
         refused_source_full = s.refused_source_full, partial_frame_timeouts = s.partial_frame_timeouts,
         idle_timeouts = s.idle_timeouts, shed_budget = s.shed_budget,
-        "input totals");
+        proxy_header_rejected = s.proxy_header_rejected, "input totals");
 }

@@ -26,7 +26,7 @@ use crate::config::validate::Built;
 use crate::config::yaml11::{boolean, describe, text, whole_number};
 use crate::config::{Protocol, TlsFiles};
 
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 14] = [
     "name",
     "protocol",
     "port",
@@ -41,6 +41,8 @@ const FIELDS: [&str; 13] = [
     "tls_client_auth",
     "tls_max_handshakes",
     "tls_handshake_timeout",
+    // read_proxy_protocol below
+    "proxy_protocol",
 ];
 const TLS_FIELDS: [&str; 6] = [
     "tls_key_name",
@@ -216,12 +218,49 @@ pub(crate) fn read_entry<'a>(
         };
         draft.limits = limits::read(&fields, draft.protocol, &at, report);
     }
+    draft.limits.proxy_protocol = read_proxy_protocol(&fields, &draft, report);
     let at = limits::At {
         file,
         label: &draft.label,
     };
     draft.destination = route::read(&fields, default_destination, &at, report);
     Some(draft)
+}
+
+/// `proxy_protocol: true` (tcp and tls only): each connection starts with a PROXY protocol
+/// header from a load balancer (`input/proxy_protocol.rs`). On udp or the monitoring entry it
+/// is a problem, not a warning: the operator expects real sender addresses and would not get
+/// them. Without `allowed_sources`, any host that reaches the port can claim any address: a
+/// warning says so.
+fn read_proxy_protocol(
+    fields: &HashMap<&str, &Value>,
+    draft: &Draft<'_>,
+    report: &mut Report<'_>,
+) -> bool {
+    let field = "proxy_protocol";
+    let (file, label) = (draft.file, draft.label.as_str());
+    if !flag(fields, field, file, label, report) {
+        return false;
+    }
+    if draft.stats {
+        let what = "the monitoring entry (stats: true) receives no connections".to_string();
+        report.problem(file, label, field, what, "remove `proxy_protocol`");
+        return false;
+    }
+    if draft.protocol == Some(Protocol::Udp) {
+        let what = "the PROXY protocol is for tcp and tls intakes; this one is udp".to_string();
+        let fix = "remove `proxy_protocol`; to keep UDP senders' addresses behind a balancer, use one that does not rewrite them (IPVS, a Kubernetes Service with externalTrafficPolicy: Local; docs/scale-out.md)";
+        report.problem(file, label, field, what, fix);
+        return false;
+    }
+    if !fields.contains_key("allowed_sources") {
+        let what =
+            "any host that can reach this port can claim any sender address in a PROXY header"
+                .to_string();
+        let fix = "add `allowed_sources` listing your load balancers' addresses (docs/hostile-networks.md)".to_string();
+        report.warning(file, label, field, what, fix);
+    }
+    true
 }
 
 pub(crate) fn unknown_field(field: &str) -> (String, String) {

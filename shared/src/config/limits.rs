@@ -57,6 +57,10 @@ pub struct IntakeLimits {
     pub idle_timeout_secs: Option<u64>,
     pub read_buffer_budget: u64,
     pub allowed_sources: SourceFilter,
+    /// tcp/tls: every connection starts with a PROXY protocol header (v1 or v2) naming the
+    /// real sender; read by `entry.rs` (it changes what `allowed_sources` and the per-source
+    /// limit apply to: docs/hostile-networks.md).
+    pub proxy_protocol: bool,
 }
 
 impl Default for IntakeLimits {
@@ -68,6 +72,7 @@ impl Default for IntakeLimits {
             idle_timeout_secs: None,
             read_buffer_budget: crate::input::DEFAULT_READ_BUDGET as u64,
             allowed_sources: SourceFilter::default(),
+            proxy_protocol: false,
         }
     }
 }

@@ -6,6 +6,11 @@
 //! i.e. the socket is closed at once. An admitted connection holds an [`Admitted`] that frees
 //! its place when dropped, however the connection ends.
 //!
+//! With `proxy_protocol` the peer at accept is a load balancer: `allowed_sources` and
+//! `max_connections` still apply to it there, but the per-source limit applies to the real
+//! sender, once its PROXY header named it ([`Admission::claim_source`]); counting it per
+//! balancer would cap the whole intake at `max_connections_per_source`.
+//!
 //! [`Notices`] counts every refusal and every connection closed by a limit in
 //! [`InputCounters`], and logs each kind through one [`Repeating`]: the first occurrence with
 //! the peer, then at most one summary with a count every 10 s, then an end line once a
@@ -32,9 +37,10 @@ pub(crate) enum Notice {
     PartialFrameTimeout,
     IdleTimeout,
     BudgetShed,
+    ProxyHeaderRejected,
 }
 
-const KINDS: usize = 7;
+const KINDS: usize = 8;
 
 impl Notice {
     fn index(self) -> usize {
@@ -49,6 +55,7 @@ impl Notice {
             Notice::PartialFrameTimeout => &c.partial_frame_timeouts,
             Notice::IdleTimeout => &c.idle_timeouts,
             Notice::BudgetShed => &c.shed_budget,
+            Notice::ProxyHeaderRejected => &c.proxy_header_rejected,
         }
     }
 
@@ -70,6 +77,9 @@ impl Notice {
             Notice::IdleTimeout => "connection closed: silent for idle_timeout",
             Notice::BudgetShed => {
                 "connection closed: it held the most read-buffer memory when the read budget ran out; its unfinished frame was discarded"
+            }
+            Notice::ProxyHeaderRejected => {
+                "connection closed: no valid PROXY protocol header (the intake has proxy_protocol: true)"
             }
         }
     }
@@ -110,6 +120,11 @@ impl Notices {
 
     /// Counts one occurrence and logs it if a line is due.
     pub fn record(&self, kind: Notice, peer: IpAddr) {
+        self.record_because(kind, peer, "");
+    }
+
+    /// [`Notices::record`], with what was wrong in words (`why`, logged when not empty).
+    pub fn record_because(&self, kind: Notice, peer: IpAddr, why: &str) {
         InputCounters::add(kind.counter(&self.intake_counters), 1);
         let report = {
             let mut conditions = self.conditions();
@@ -120,9 +135,14 @@ impl Notices {
         self.any_active.store(true, Ordering::Relaxed);
         let what = kind.what();
         match report {
-            Some(Report::Started) => tracing::warn!(peer = %peer, "{what}"),
-            Some(Report::Ongoing { count, total, .. }) => {
+            Some(Report::Started) if why.is_empty() => tracing::warn!(peer = %peer, "{what}"),
+            Some(Report::Started) => tracing::warn!(peer = %peer, problem = why, "{what}"),
+            Some(Report::Ongoing { count, total, .. }) if why.is_empty() => {
                 tracing::warn!(count, total, last_peer = %peer, "{what} (repeated)")
+            }
+            Some(Report::Ongoing { count, total, .. }) => {
+                let last_problem = why;
+                tracing::warn!(count, total, last_peer = %peer, last_problem, "{what} (repeated)")
             }
             Some(Report::Ended { .. }) | None => {}
         }
@@ -172,6 +192,7 @@ const ALL: [Notice; KINDS] = [
     Notice::PartialFrameTimeout,
     Notice::IdleTimeout,
     Notice::BudgetShed,
+    Notice::ProxyHeaderRejected,
 ];
 
 /// The connection limits and allow-list of one TCP/TLS listener.
@@ -179,6 +200,8 @@ pub(crate) struct Admission {
     sources: SourceFilter,
     max_connections: u32,
     max_per_source: u32,
+    /// Off with `proxy_protocol`: the per-source limit waits for the real sender.
+    per_source_at_accept: bool,
     open: Mutex<Open>,
     pub notices: Notices,
 }
@@ -195,6 +218,7 @@ impl Admission {
             sources: limits.allowed_sources.clone(),
             max_connections: limits.max_connections,
             max_per_source: limits.max_connections_per_source,
+            per_source_at_accept: !limits.proxy_protocol,
             open: Mutex::new(Open::default()),
             notices: Notices::new(counters),
         }
@@ -211,14 +235,12 @@ impl Admission {
             Some(Notice::ConnectionFromElsewhere)
         } else {
             let mut open = self.open();
-            let from_peer = open.per_source.get(&ip).copied().unwrap_or(0);
             if open.total >= self.max_connections {
                 Some(Notice::IntakeFull)
-            } else if from_peer >= self.max_per_source {
+            } else if self.per_source_at_accept && !self.take_source(&mut open, ip) {
                 Some(Notice::SourceFull)
             } else {
                 open.total += 1;
-                open.per_source.insert(ip, from_peer + 1);
                 None
             }
         };
@@ -229,14 +251,40 @@ impl Admission {
             }
             None => Some(Admitted {
                 admission: self.clone(),
-                ip,
+                source: self.per_source_at_accept.then_some(ip),
             }),
         }
     }
 
-    fn leave(&self, ip: IpAddr) {
+    /// Counts `place` against the per-source limit of `source`, the sender its PROXY header
+    /// named (`proxy_protocol`); `false` when that source is full (counted and logged).
+    pub fn claim_source(&self, place: &mut Admitted, source: IpAddr) -> bool {
+        if place.source.is_some() {
+            return true; // counted at accept already
+        }
+        let ip = source.to_canonical();
+        if !self.take_source(&mut self.open(), ip) {
+            self.notices.record(Notice::SourceFull, ip);
+            return false;
+        }
+        place.source = Some(ip);
+        true
+    }
+
+    /// One more connection from `ip`, unless it has `max_connections_per_source`.
+    fn take_source(&self, open: &mut Open, ip: IpAddr) -> bool {
+        let from_ip = open.per_source.get(&ip).copied().unwrap_or(0);
+        if from_ip >= self.max_per_source {
+            return false;
+        }
+        open.per_source.insert(ip, from_ip + 1);
+        true
+    }
+
+    fn leave(&self, source: Option<IpAddr>) {
         let mut open = self.open();
         open.total = open.total.saturating_sub(1);
+        let Some(ip) = source else { return };
         if let Some(n) = open.per_source.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
@@ -249,12 +297,14 @@ impl Admission {
 /// One admitted connection's place; given back on drop.
 pub(crate) struct Admitted {
     admission: Arc<Admission>,
-    ip: IpAddr,
+    /// The address it counts against for the per-source limit (`None` until a PROXY header
+    /// named the sender).
+    source: Option<IpAddr>,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.admission.leave(self.ip);
+        self.admission.leave(self.source);
     }
 }
 
@@ -298,6 +348,36 @@ mod tests {
             "a place came back"
         );
         drop((a2, b1));
+        assert!(admission.open().per_source.is_empty());
+        assert_eq!(admission.open().total, 0);
+    }
+
+    #[test]
+    fn behind_a_balancer_the_per_source_limit_counts_the_real_senders() {
+        let limits = IntakeLimits {
+            max_connections: 4,
+            max_connections_per_source: 1,
+            proxy_protocol: true,
+            ..IntakeLimits::default()
+        };
+        let (admission, counters) = admission(limits);
+        let balancer = ip("10.9.9.9");
+        let mut a = admission.admit(balancer).expect("first via the balancer");
+        let mut b = admission
+            .admit(balancer)
+            .expect("second via the same balancer");
+        let mut c = admission
+            .admit(balancer)
+            .expect("third via the same balancer");
+        assert!(admission.claim_source(&mut a, ip("192.0.2.1")));
+        assert!(admission.claim_source(&mut b, ip("192.0.2.2")));
+        assert!(
+            !admission.claim_source(&mut c, ip("::ffff:192.0.2.1")),
+            "a second connection of the same sender"
+        );
+        assert_eq!(counters.snapshot().refused_source_full, 1);
+        assert_eq!(admission.open().per_source.len(), 2);
+        drop((a, b, c));
         assert!(admission.open().per_source.is_empty());
         assert_eq!(admission.open().total, 0);
     }

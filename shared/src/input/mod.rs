@@ -26,10 +26,15 @@
 //!   [`InputCounters::resolve_timeouts`]. TCP/TLS wait per connection; UDP holds a new
 //!   sender's datagrams in a bounded waiting room (`udp/waiting_room.rs`) while other senders' go
 //!   on. Known senders never wait (see `resolver.rs`).
+//! - Behind a load balancer (`proxy_protocol: true`, tcp/tls), each connection must start with
+//!   a PROXY protocol v1/v2 header, read before anything else (before a TLS handshake); the
+//!   sender it names is the one events carry, looked up and limited per source. A connection
+//!   without a valid header is closed and counted (`proxy_protocol.rs`).
 
 mod admission;
 mod budget;
 mod framing;
+mod proxy_protocol;
 mod resolver;
 mod sources;
 mod tcp;
@@ -49,6 +54,16 @@ pub use sources::{Cidr, CidrError, SourceFilter};
 pub use tcp::{serve_tcp, serve_tcp_with, ListenerOptions};
 pub use tls::{load_server_tls, serve_tls, serve_tls_with, TlsIntake};
 pub use udp::{serve_udp, serve_udp_from};
+
+/// The PROXY header parser, for the fuzz target (`fuzz/`). Not an API: names and shapes
+/// follow the code.
+#[doc(hidden)]
+pub mod internals {
+    pub use super::proxy_protocol::{
+        parse as parse_proxy_header, Malformed, Progress, Proxied, V1_MAX, V2_MAX_BLOCK,
+        V2_SIGNATURE,
+    };
+}
 
 /// Largest message in bytes (the reference's `250k`); longer ones are truncated to this size.
 /// The `syslog` module keeps its own copy of the same value.
@@ -124,6 +139,9 @@ pub struct InputCounters {
     pub idle_timeouts: AtomicU64,
     /// Connections shed by the fair read budget (the largest holders, when memory ran out).
     pub shed_budget: AtomicU64,
+    /// `proxy_protocol` intakes: connections closed because their PROXY header was missing,
+    /// malformed, cut short or too slow.
+    pub proxy_header_rejected: AtomicU64,
 }
 
 /// A point-in-time copy of [`InputCounters`].
@@ -150,6 +168,9 @@ pub struct InputCountersSnapshot {
     pub partial_frame_timeouts: u64,
     pub idle_timeouts: u64,
     pub shed_budget: u64,
+    /// Absent from an older worker's report: 0.
+    #[serde(default)]
+    pub proxy_header_rejected: u64,
 }
 
 impl InputCounters {
@@ -181,6 +202,7 @@ impl InputCounters {
             partial_frame_timeouts: get(&self.partial_frame_timeouts),
             idle_timeouts: get(&self.idle_timeouts),
             shed_budget: get(&self.shed_budget),
+            proxy_header_rejected: get(&self.proxy_header_rejected),
         }
     }
 

@@ -4,7 +4,9 @@
 //! One task per connection, so a slow, stalled or hostile client only ever delays itself.
 //! Each accepted connection first passes the intake's [`Admission`] (allow-list, connections
 //! per intake and per source address), before a byte is read from it or a TLS handshake
-//! starts; a refused one is closed at once, counted and logged (rate-limited).
+//! starts; a refused one is closed at once, counted and logged (rate-limited). With
+//! `proxy_protocol`, the connection's PROXY header comes next, in its own task
+//! (`proxy_protocol.rs`): the sender it names replaces the peer for everything after it.
 //!
 //! Memory (docs/hostile-networks.md): an idle connection holds no read buffer; a reading one
 //! holds up to `FREE_PER_CONNECTION` (16 KiB) for free and leases anything larger from the
@@ -77,6 +79,8 @@ pub(crate) struct Listener {
     pub admission: Arc<Admission>,
     pub partial_frame_timeout: Duration,
     pub idle_timeout: Option<Duration>,
+    /// Every connection starts with a PROXY protocol header (`proxy_protocol.rs`).
+    pub proxy_protocol: bool,
 }
 
 impl Listener {
@@ -91,6 +95,7 @@ impl Listener {
             admission: Arc::new(Admission::new(limits, counters.clone())),
             partial_frame_timeout: Duration::from_secs(limits.partial_frame_timeout_secs),
             idle_timeout: limits.idle_timeout_secs.map(Duration::from_secs),
+            proxy_protocol: limits.proxy_protocol,
             sink,
             names,
             counters,
@@ -148,7 +153,9 @@ pub(crate) async fn accept_loop(
                     // Refused: dropping the stream closes it before any byte is read.
                     let Some(place) = shared.admission.admit(peer.ip()) else { continue };
                     let open = OpenConnection::new(shared.counters.clone());
-                    shared.names.prefetch(peer.ip());
+                    if !shared.proxy_protocol {
+                        shared.names.prefetch(peer.ip());
+                    }
                     set_keepalive(&stream, peer);
                     let held = (open, place);
                     spawn_connection(&mut connections, stream, peer, tls.as_ref(), &shared, held, shutdown.clone());
@@ -182,24 +189,51 @@ fn spawn_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     let shared = shared.clone();
+    let (mut stream, mut shutdown) = (stream, shutdown);
     match tls {
         None => connections.spawn(async move {
-            read_frames(stream, peer, &shared, shutdown).await;
-            drop(held);
+            let (open, mut place) = held;
+            let sender = sender_of(&mut stream, peer, &shared, &mut place, &mut shutdown);
+            if let Some(sender) = sender.await {
+                read_frames(stream, sender, &shared, shutdown).await;
+            }
+            drop((open, place));
         }),
         Some(acceptor) => {
             let acceptor = acceptor.clone();
             connections.spawn(async move {
-                let mut shutdown = shutdown;
+                let (open, mut place) = held;
+                let sender = sender_of(&mut stream, peer, &shared, &mut place, &mut shutdown);
+                let Some(sender) = sender.await else { return };
                 let handshake =
-                    super::tls::handshake(&acceptor, stream, peer, &shared, &mut shutdown);
+                    super::tls::handshake(&acceptor, stream, sender, &shared, &mut shutdown);
                 if let Some(stream) = handshake.await {
-                    read_frames(stream, peer, &shared, shutdown).await;
+                    read_frames(stream, sender, &shared, shutdown).await;
                 }
-                drop(held);
+                drop((open, place));
             })
         }
     };
+}
+
+/// Who the connection's events are from: its peer, or with `proxy_protocol` the sender its
+/// PROXY header names (read first, before any TLS handshake). `None`: closed (refused,
+/// counted and logged; or shutdown).
+async fn sender_of(
+    stream: &mut tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    shared: &Listener,
+    place: &mut Admitted,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<std::net::SocketAddr> {
+    if !shared.proxy_protocol {
+        return Some(peer);
+    }
+    // Boxed: only connections of a proxy_protocol intake carry the header's state.
+    Box::pin(super::proxy_protocol::sender(
+        stream, peer, shared, place, shutdown,
+    ))
+    .await
 }
 
 fn set_keepalive(stream: &tokio::net::TcpStream, peer: std::net::SocketAddr) {

@@ -116,3 +116,53 @@ fn misspelt_limit_fields_suggest_the_right_name() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn proxy_protocol_is_read_on_tcp_and_tls_and_off_by_default() {
+    let f = Fixture::new();
+    assert!(!f.ok(&with("", "tcp")).intakes[0].limits.proxy_protocol);
+    let text = with(
+        "  proxy_protocol: yes\n  allowed_sources: [\"10.1.0.0/24\"]\n",
+        "tcp",
+    );
+    let cfg = f.ok(&text);
+    assert!(cfg.intakes[0].limits.proxy_protocol);
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+}
+
+#[test]
+fn proxy_protocol_without_an_allow_list_warns_that_anyone_can_claim_an_address() {
+    let f = Fixture::new();
+    let cfg = f.ok(&with("  proxy_protocol: true\n", "tcp"));
+    assert!(cfg.intakes[0].limits.proxy_protocol);
+    let warnings: Vec<String> = cfg.warnings.iter().map(ToString::to_string).collect();
+    let file = f.path("intakes.yaml").display().to_string();
+    assert_eq!(
+        warnings,
+        [format!("{file}: intake \"Edge\": field \"proxy_protocol\": any host that can reach this port can claim any sender address in a PROXY header; add `allowed_sources` listing your load balancers' addresses (docs/hostile-networks.md)")]
+    );
+}
+
+#[test]
+fn proxy_protocol_on_udp_or_the_monitoring_entry_is_a_problem_naming_the_fix() {
+    let f = Fixture::new();
+    let file = f.path("intakes.yaml").display().to_string();
+    let problems = f.problems(&with("  proxy_protocol: true\n", "udp"));
+    assert_eq!(
+        only(&problems),
+        format!("{file}: intake \"Edge\": field \"proxy_protocol\": the PROXY protocol is for tcp and tls intakes; this one is udp; remove `proxy_protocol`; to keep UDP senders' addresses behind a balancer, use one that does not rewrite them (IPVS, a Kubernetes Service with externalTrafficPolicy: Local; docs/scale-out.md)")
+    );
+    let stats = format!(
+        "intakes:\n{}- name: Monitoring\n  stats: true\n  intake_key: {K2}\n  proxy_protocol: on\n",
+        entry("Edge", "tcp", "20516", K1)
+    );
+    assert_eq!(
+        f.problems(&stats)[0],
+        format!("{file}: intake \"Monitoring\": field \"proxy_protocol\": the monitoring entry (stats: true) receives no connections; remove `proxy_protocol`")
+    );
+    let bad = f.problems(&with("  proxy_protocol: maybe\n", "tcp"));
+    assert_eq!(
+        only(&bad),
+        format!("{file}: intake \"Edge\": field \"proxy_protocol\": \"maybe\" is not a boolean; use true or false")
+    );
+}

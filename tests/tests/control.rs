@@ -179,17 +179,23 @@ fn prometheus_metrics_count_what_was_received_and_sent() {
     assert_eq!(sink.wait_for(50, WAIT).len(), 50);
     let received =
         "sekoia_forwarder_events_received_total{intake=\"Firewalls\",protocol=\"tcp\"} 50";
-    let sent = "sekoia_forwarder_uplink_events_sent_total 50";
+    let sent = format!(
+        "sekoia_forwarder_uplink_events_sent_total{{destination=\"127.0.0.1:{}\"}} 50",
+        sink.port
+    );
     let intake_sent =
         "sekoia_forwarder_events_sent_total{intake=\"Firewalls\",protocol=\"tcp\"} 50";
     let mut body = String::new();
     let ok = wait_until(WAIT, || {
         body = scrape(&metrics);
-        body.contains(received) && body.contains(sent) && body.contains(intake_sent)
+        body.contains(received) && body.contains(&sent) && body.contains(intake_sent)
     });
     assert!(ok, "metrics never showed the 50 events:\n{body}");
     assert!(
-        body.contains("sekoia_forwarder_worker_up{worker=\"uplink\"} 1"),
+        body.contains(&format!(
+            "sekoia_forwarder_worker_up{{worker=\"uplink:127.0.0.1:{}\"}} 1",
+            sink.port
+        )),
         "{body}"
     );
     assert!(

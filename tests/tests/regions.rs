@@ -112,6 +112,32 @@ fn a_destination_that_is_down_delays_nothing_of_the_other_and_gets_its_backlog_b
         one.elapsed()
     );
 
+    // Each destination in status: X's uplink connected, Y's down with its last error, and
+    // Y's backlog counted against Y's uplink.
+    let y_dest = format!("127.0.0.1:{y_port}");
+    let mut status = serde_json::Value::Null;
+    let seen = wait_until(WAIT, || {
+        let (ok, out, _) = fwd.ctl(&["status", "--json"]);
+        status = serde_json::from_str(&out).unwrap_or_default();
+        let uplinks = status["uplinks"].as_array().cloned().unwrap_or_default();
+        ok && uplinks.len() == 2
+            && uplinks.iter().any(|u| {
+                u["destination"] == y_dest.as_str()
+                    && u["counters"]["connections_up"] == 0
+                    && u["counters"]["last_error"].is_string()
+            })
+    });
+    assert!(seen, "status per destination:\n{status:#}");
+    assert_eq!(status["intakes"][1]["destination"], y_dest.as_str());
+    let (_, table, _) = fwd.ctl(&["status"]);
+    let verdict = table.lines().last().unwrap_or_default();
+    assert!(
+        table.contains(&format!("→ {y_dest}"))
+            && verdict.contains("no uplink connection to")
+            && verdict.contains(&y_dest),
+        "{table}"
+    );
+
     let sink_y = TlsSink::start_on(&certs, y_port);
     let y = wait_tagged(&sink_y, "y", 3000, &fwd);
     let counts = sequence_counts(&y);

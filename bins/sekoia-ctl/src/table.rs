@@ -31,8 +31,10 @@ pub fn render(s: &StatusReport) -> String {
     let _ = writeln!(out, "disk journal: {} of {bound}\n", bytes(d.used_bytes));
     out.push_str(&intake_table(&s.intakes));
     out.push('\n');
-    out.push_str(&uplink_table(&s.uplink));
-    out.push('\n');
+    for u in uplinks(s) {
+        out.push_str(&uplink_table(u, &s.intakes));
+        out.push('\n');
+    }
     out.push_str(&verdict(s));
     out
 }
@@ -70,26 +72,48 @@ fn intake_table(intakes: &[IntakeStatus]) -> String {
     align(&INTAKE_HEADER, rows.collect())
 }
 
-const UPLINK_HEADER: [&str; 8] = [
+/// One table per destination: its pool (BACKLOG: the events its intakes have queued, in
+/// memory and on disk), then each connection.
+const UPLINK_HEADER: [&str; 9] = [
     "UPLINK",
     "STATE",
     "CONN",
     "OUT/S",
     "SENT",
     "RESENT",
+    "BACKLOG",
     "RESTARTS",
     "LAST ERROR",
 ];
 
-fn uplink_table(u: &UplinkStatus) -> String {
+/// Every destination's uplink (the single `uplink` of an older forwarder otherwise).
+fn uplinks(s: &StatusReport) -> Vec<&UplinkStatus> {
+    if s.uplinks.is_empty() {
+        vec![&s.uplink]
+    } else {
+        s.uplinks.iter().collect()
+    }
+}
+
+fn uplink_table(u: &UplinkStatus, intakes: &[IntakeStatus]) -> String {
     let c = u.counters.clone().unwrap_or_default();
+    let backlog: u64 = intakes
+        .iter()
+        .filter(|i| u.destination.is_empty() || i.destination == u.destination)
+        .filter_map(|i| i.queue.map(|q| q.ring_events + q.journal_events))
+        .sum();
+    let name = match u.destination.as_str() {
+        "" => "pool".to_string(),
+        d => format!("→ {d}"),
+    };
     let pool = vec![
-        "pool".to_string(),
+        name,
         state(u.worker.state).to_string(),
         c.connections_up.to_string(),
         format!("{:.0}", u.sent_per_s),
         c.events_sent.to_string(),
         c.resent_events.to_string(),
+        backlog.to_string(),
         u.worker.restarts.to_string(),
         c.last_error.clone().unwrap_or_else(|| "-".to_string()),
     ];
@@ -113,6 +137,7 @@ fn uplink_table(u: &UplinkStatus) -> String {
             conn.events_sent.to_string(),
             conn.resent_events.to_string(),
             "-".to_string(),
+            "-".to_string(),
             conn.last_error.clone().unwrap_or_else(|| "-".to_string()),
         ]
     });
@@ -130,13 +155,13 @@ fn verdict(s: &StatusReport) -> String {
         .intakes
         .iter()
         .map(|i| i.worker.state)
-        .chain([s.uplink.worker.state])
+        .chain(uplinks(s).into_iter().map(|u| u.worker.state))
         .any(|st| !matches!(st, WorkerState::Running | WorkerState::Starting));
-    let uplink_up = s
-        .uplink
-        .counters
-        .as_ref()
-        .is_some_and(|c| c.connections_up > 0);
+    let unconnected: Vec<&str> = uplinks(s)
+        .into_iter()
+        .filter(|u| u.counters.as_ref().is_none_or(|c| c.connections_up == 0))
+        .map(|u| u.destination.as_str())
+        .collect();
     let mut problems = Vec::new();
     if dropped > 0 {
         problems.push(format!("{dropped} events dropped (queue full)"));
@@ -144,8 +169,13 @@ fn verdict(s: &StatusReport) -> String {
     if down {
         problems.push("a worker is not running".to_string());
     }
-    if !uplink_up {
-        problems.push("no uplink connection: events are queued, not sent".to_string());
+    match unconnected.as_slice() {
+        [] => {}
+        [""] => problems.push("no uplink connection: events are queued, not sent".to_string()),
+        to => problems.push(format!(
+            "no uplink connection to {}: its events are queued, not sent",
+            to.join(", ")
+        )),
     }
     if problems.is_empty() {
         "OK: nothing dropped, every worker running, uplink connected\n".to_string()

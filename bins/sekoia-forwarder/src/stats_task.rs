@@ -166,7 +166,7 @@ impl Producer {
             .intakes
             .iter()
             .map(|i| &i.worker)
-            .chain([&status.uplink.worker])
+            .chain(status.uplinks.iter().map(|u| &u.worker))
             .filter_map(|w| w.pid);
         let objects = Interval {
             cfg: &self.cfg,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sekoia_shared::config::ForwarderConfig;
+use sekoia_shared::config::{Destination, ForwarderConfig};
 use sekoia_shared::control::report::{WorkerReport, REPORT_EVERY};
 use sekoia_shared::control::status::{
     DiskStatus, ForwarderInfo, IntakeStatus, StatusReport, UplinkStatus, WorkerState, WorkerStatus,
@@ -30,8 +30,8 @@ struct Sample {
 pub struct StatusBoard {
     started: Instant,
     latest: HashMap<u32, Sample>,
-    /// Time the uplink reported no connection up (see `UplinkStatus::down_s`).
-    uplink_down: Duration,
+    /// Time each destination's uplink reported no connection up (`UplinkStatus::down_s`).
+    uplink_down: HashMap<String, Duration>,
 }
 
 impl StatusBoard {
@@ -39,13 +39,22 @@ impl StatusBoard {
         Self {
             started: Instant::now(),
             latest: HashMap::new(),
-            uplink_down: Duration::ZERO,
+            uplink_down: HashMap::new(),
         }
     }
 
-    /// Keeps `report` as the latest of process `pid` (which the caller checked is a worker).
-    pub fn record(&mut self, pid: u32, report: WorkerReport, now: Instant) {
-        self.note_uplink_down(pid, &report, now);
+    /// Keeps `report` as the latest of process `pid` (which the caller checked is a worker:
+    /// the uplink of `destination`, or an ingest worker when None).
+    pub fn record(
+        &mut self,
+        pid: u32,
+        destination: Option<String>,
+        report: WorkerReport,
+        now: Instant,
+    ) {
+        if let Some(destination) = destination {
+            self.note_uplink_down(pid, destination, &report, now);
+        }
         let rate_per_s = self.latest.get(&pid).map_or(0.0, |prev| {
             let secs = now.duration_since(prev.at).as_secs_f64();
             let delta = events(&report).saturating_sub(events(&prev.report));
@@ -71,13 +80,19 @@ impl StatusBoard {
 
     /// Adds the time since the uplink's previous report when this one says no connection
     /// is up (a report says what held during the second before it).
-    fn note_uplink_down(&mut self, pid: u32, report: &WorkerReport, now: Instant) {
+    fn note_uplink_down(
+        &mut self,
+        pid: u32,
+        destination: String,
+        report: &WorkerReport,
+        now: Instant,
+    ) {
         let WorkerReport::Uplink { uplink } = report else {
             return;
         };
         if uplink.connections_up == 0 {
             if let Some(prev) = self.latest.get(&pid) {
-                self.uplink_down += now.duration_since(prev.at);
+                *self.uplink_down.entry(destination).or_default() += now.duration_since(prev.at);
             }
         }
     }
@@ -96,82 +111,110 @@ impl StatusBoard {
     ) -> StatusReport {
         let now = Instant::now();
         let spool = SpoolDir::new(&cfg.settings.spool_dir);
-        let mut uplink = UplinkStatus {
-            worker: self.worker_status(None, false, 0, stopping, now),
-            counters: None,
-            sent_per_s: 0.0,
-            connections_sent_per_s: Vec::new(),
-            down_s: self.uplink_down.as_secs(),
-        };
-        let uplink_sources = views
+        let uplinks: Vec<UplinkStatus> = views
             .iter()
-            .filter(|v| matches!(v.role, Role::Uplink { .. }))
-            .find_map(|v| v.pid.and_then(|pid| self.latest.get(&pid)))
-            .and_then(|sample| match &sample.report {
-                WorkerReport::Uplink { uplink } => Some(uplink.sources.clone()),
-                WorkerReport::Ingest { .. } => None,
+            .filter_map(|view| match &view.role {
+                Role::Uplink { destination } => {
+                    Some(self.uplink_status(view, destination, stopping, now))
+                }
+                Role::Ingest { .. } => None,
             })
-            .unwrap_or_default();
+            .collect();
         let mut intakes = Vec::new();
         for view in views {
+            let Role::Ingest { key, .. } = &view.role else {
+                continue;
+            };
+            let Some(intake) = cfg.intakes.iter().find(|i| QueueKey::of(i) == *key) else {
+                continue;
+            };
             let sample = view.pid.and_then(|pid| self.latest.get(&pid));
             let worker =
                 self.worker_status(view.pid, view.restarting, view.restarts, stopping, now);
-            match &view.role {
-                Role::Uplink { .. } => {
-                    uplink.worker = worker;
-                    if let Some(Sample {
-                        report: WorkerReport::Uplink { uplink: counters },
-                        rate_per_s,
-                        connection_rates,
-                        ..
-                    }) = sample
-                    {
-                        uplink.counters = Some(counters.clone());
-                        uplink.sent_per_s = *rate_per_s;
-                        uplink.connections_sent_per_s = connection_rates.clone();
-                    }
-                }
-                Role::Ingest { key, .. } => {
-                    let Some(intake) = cfg.intakes.iter().find(|i| QueueKey::of(i) == *key) else {
-                        continue;
-                    };
-                    let (input, queue, received_per_s) = match sample {
-                        Some(Sample {
-                            report: WorkerReport::Ingest { input, queue, .. },
-                            rate_per_s,
-                            ..
-                        }) => (Some(*input), Some(*queue), *rate_per_s),
-                        _ => (None, None, 0.0),
-                    };
-                    let key = QueueKey::of(intake);
-                    let name = key.to_string();
-                    let sent = uplink_sources.iter().find(|s| s.name == name);
-                    intakes.push(IntakeStatus {
-                        events_sent: sent.map_or(0, |s| s.events_sent),
-                        events_resent: sent.map_or(0, |s| s.resent_events),
-                        name: intake.name.clone(),
-                        protocol: crate::supervisor::proto_name(intake.protocol).to_string(),
-                        port: intake.port,
-                        worker,
-                        input,
-                        received_per_s,
-                        journal_bytes: folder_bytes(&spool.journal_dir(key))
-                            + folder_bytes(&spool.saved_dir(key)),
-                        queue,
-                    });
-                }
-            }
+            let (input, queue, received_per_s) = match sample {
+                Some(Sample {
+                    report: WorkerReport::Ingest { input, queue, .. },
+                    rate_per_s,
+                    ..
+                }) => (Some(*input), Some(*queue), *rate_per_s),
+                _ => (None, None, 0.0),
+            };
+            let name = key.to_string();
+            let sent = uplinks
+                .iter()
+                .filter_map(|u| u.counters.as_ref())
+                .find_map(|c| c.sources.iter().find(|s| s.name == name));
+            intakes.push(IntakeStatus {
+                events_sent: sent.map_or(0, |s| s.events_sent),
+                events_resent: sent.map_or(0, |s| s.resent_events),
+                name: intake.name.clone(),
+                protocol: crate::supervisor::proto_name(intake.protocol).to_string(),
+                port: intake.port,
+                destination: intake.destination.to_string(),
+                worker,
+                input,
+                received_per_s,
+                journal_bytes: folder_bytes(&spool.journal_dir(*key))
+                    + folder_bytes(&spool.saved_dir(*key)),
+                queue,
+            });
         }
+        let default = &cfg.settings.destination;
+        let uplink = uplinks
+            .iter()
+            .find(|u| u.destination == default.to_string())
+            .or(uplinks.first())
+            .cloned()
+            .unwrap_or_else(|| self.idle_uplink(default.to_string(), stopping, now));
         StatusReport {
             forwarder: self.forwarder_info(cfg, stopping, now),
             intakes,
             uplink,
+            uplinks,
             disk: DiskStatus {
                 limit_bytes: disk.in_force,
                 configured_bytes: disk.configured,
                 used_bytes: disk.used,
             },
+        }
+    }
+
+    /// The uplink of `destination` as its worker and latest report show it.
+    fn uplink_status(
+        &self,
+        view: &WorkerView,
+        destination: &Destination,
+        stopping: bool,
+        now: Instant,
+    ) -> UplinkStatus {
+        let mut status = self.idle_uplink(destination.to_string(), stopping, now);
+        status.worker = self.worker_status(view.pid, view.restarting, view.restarts, stopping, now);
+        if let Some(Sample {
+            report: WorkerReport::Uplink { uplink: counters },
+            rate_per_s,
+            connection_rates,
+            ..
+        }) = view.pid.and_then(|pid| self.latest.get(&pid))
+        {
+            status.counters = Some(counters.clone());
+            status.sent_per_s = *rate_per_s;
+            status.connections_sent_per_s = connection_rates.clone();
+        }
+        status
+    }
+
+    /// An uplink with no report (yet).
+    fn idle_uplink(&self, destination: String, stopping: bool, now: Instant) -> UplinkStatus {
+        UplinkStatus {
+            worker: self.worker_status(None, false, 0, stopping, now),
+            counters: None,
+            sent_per_s: 0.0,
+            connections_sent_per_s: Vec::new(),
+            down_s: self
+                .uplink_down
+                .get(&destination)
+                .map_or(0, Duration::as_secs),
+            destination,
         }
     }
 

@@ -315,7 +315,8 @@ async fn supervise(
             }
             Some((pid, line)) = channels.reports.recv() => {
                 if workers.is_worker(pid) {
-                    board.record(pid, line.report, Instant::now());
+                    let destination = workers.uplink_destination(pid).map(|d| d.to_string());
+                    board.record(pid, destination, line.report, Instant::now());
                 }
             }
             Some((request, reply)) = channels.requests.recv() => {

@@ -333,6 +333,17 @@ impl WorkerSet {
             .collect()
     }
 
+    /// The destination of the uplink worker `pid`; None for another worker.
+    pub fn uplink_destination(&self, pid: u32) -> Option<&Destination> {
+        self.workers
+            .iter()
+            .find(|w| w.child.as_ref().is_some_and(|c| c.id() == pid))
+            .and_then(|w| match &w.role {
+                Role::Uplink { destination } => Some(destination),
+                Role::Ingest { .. } => None,
+            })
+    }
+
     /// True when `pid` is one of our running workers (a report's sender must be).
     pub fn is_worker(&self, pid: u32) -> bool {
         self.workers

@@ -20,6 +20,7 @@ use super::server::Pending;
 use super::status::{StatusReport, WorkerState};
 use super::CLIENT_TIMEOUT;
 use crate::queue::intake::QueueSnapshot;
+use crate::uplink::UplinkSnapshot;
 
 /// Scrapes served at once.
 const MAX_SCRAPERS: usize = 8;
@@ -238,7 +239,12 @@ impl StatusCollector {
             .intakes
             .iter()
             .map(|i| (vec![("worker", format!("ingest:{}", i.name))], &i.worker))
-            .chain([(vec![("worker", "uplink".to_string())], &s.uplink.worker)])
+            .chain(uplinks(s).into_iter().map(|u| {
+                (
+                    vec![("worker", format!("uplink:{}", u.destination))],
+                    &u.worker,
+                )
+            }))
             .collect();
         let up = workers
             .iter()
@@ -265,52 +271,77 @@ impl StatusCollector {
         )
     }
 
+    /// The uplink families, one series per destination (`destination` label).
     fn encode_uplink(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let c = self.0.uplink.counters.clone().unwrap_or_default();
-        let one = |v: u64| vec![(Labels::new(), ConstCounter::new(v))];
-        family(
-            e,
-            "uplink_events_sent",
-            "Events confirmed received by the destination.",
-            one(c.events_sent),
-        )?;
-        family(
-            e,
-            "uplink_sent_bytes",
-            "Payload bytes confirmed received by the destination.",
-            one(c.bytes_sent),
-        )?;
-        family(
-            e,
-            "uplink_events_resent",
-            "Events sent again after a broken connection.",
-            one(c.resent_events),
-        )?;
-        family(
-            e,
-            "uplink_connect_failures",
-            "Resolve or TCP connect failures.",
-            one(c.connect_failures),
-        )?;
-        family(
-            e,
-            "uplink_tls_failures",
-            "TLS handshake or certificate failures.",
-            one(c.tls_failures),
-        )?;
-        family(
-            e,
-            "uplink_write_failures",
-            "Connections that broke with unconfirmed data.",
-            one(c.write_failures),
-        )?;
-        let up = vec![(Labels::new(), ConstGauge::new(c.connections_up as i64))];
+        let all: Vec<(Labels, UplinkSnapshot)> = uplinks(&self.0)
+            .into_iter()
+            .map(|u| {
+                let labels = vec![("destination", u.destination.clone())];
+                (labels, u.counters.clone().unwrap_or_default())
+            })
+            .collect();
+        let counter = |f: fn(&UplinkSnapshot) -> u64| {
+            all.iter()
+                .map(|(l, c)| (l.clone(), ConstCounter::new(f(c))))
+                .collect::<Vec<_>>()
+        };
+        let counters: [UplinkFamily; 6] = [
+            (
+                "uplink_events_sent",
+                "Events confirmed received by the destination.",
+                |c| c.events_sent,
+            ),
+            (
+                "uplink_sent_bytes",
+                "Payload bytes confirmed received by the destination.",
+                |c| c.bytes_sent,
+            ),
+            (
+                "uplink_events_resent",
+                "Events sent again after a broken connection.",
+                |c| c.resent_events,
+            ),
+            (
+                "uplink_connect_failures",
+                "Resolve or TCP connect failures.",
+                |c| c.connect_failures,
+            ),
+            (
+                "uplink_tls_failures",
+                "TLS handshake or certificate failures.",
+                |c| c.tls_failures,
+            ),
+            (
+                "uplink_write_failures",
+                "Connections that broke with unconfirmed data.",
+                |c| c.write_failures,
+            ),
+        ];
+        for (name, help, f) in counters {
+            family(e, name, help, counter(f))?;
+        }
+        let up = all
+            .iter()
+            .map(|(l, c)| (l.clone(), ConstGauge::new(c.connections_up as i64)))
+            .collect();
         family(
             e,
             "uplink_connections",
             "Uplink TLS connections up now.",
             up,
         )
+    }
+}
+
+/// An uplink counter family: name, help, and the counter.
+type UplinkFamily = (&'static str, &'static str, fn(&UplinkSnapshot) -> u64);
+
+/// Every destination's uplink (the single `uplink` of a report without `uplinks`).
+fn uplinks(s: &StatusReport) -> Vec<&super::status::UplinkStatus> {
+    if s.uplinks.is_empty() {
+        vec![&s.uplink]
+    } else {
+        s.uplinks.iter().collect()
     }
 }
 

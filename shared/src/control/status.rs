@@ -12,7 +12,12 @@ use crate::uplink::UplinkSnapshot;
 pub struct StatusReport {
     pub forwarder: ForwarderInfo,
     pub intakes: Vec<IntakeStatus>,
+    /// The uplink of the global destination (`REGION`/`ENDPOINT`), or the first one when no
+    /// intake goes there; every destination's is in `uplinks`.
     pub uplink: UplinkStatus,
+    /// One uplink per destination, the global destination's first.
+    #[serde(default)]
+    pub uplinks: Vec<UplinkStatus>,
     pub disk: DiskStatus,
 }
 
@@ -59,6 +64,10 @@ pub struct IntakeStatus {
     pub name: String,
     pub protocol: String,
     pub port: u16,
+    /// `host:port` its events go to (its uplink is the one in `uplinks` with this
+    /// destination).
+    #[serde(default)]
+    pub destination: String,
     pub worker: WorkerStatus,
     /// Counters since the worker (re)started; `None` before its first report.
     pub input: Option<InputCountersSnapshot>,
@@ -80,6 +89,9 @@ pub struct IntakeStatus {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UplinkStatus {
+    /// `host:port` it sends to.
+    #[serde(default)]
+    pub destination: String,
     pub worker: WorkerStatus,
     /// Counters since the uplink worker (re)started; `None` before its first report.
     pub counters: Option<UplinkSnapshot>,

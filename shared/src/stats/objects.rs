@@ -14,15 +14,17 @@
 //! | `TCP-<host>-<port>` | `omfwd` | `bytes.sent` R: the intake's bytes confirmed received (one object per intake, as the reference has one forwarding action per intake) |
 //!
 //! The monitoring entry has the same `ruleset-`, `[DA]`, `output-` and `TCP-` objects for its
-//! own lines. Then our extra objects (origin `sekoia-forwarder`, see `docs/operations.md`):
-//! `intake-<name>` per port intake and `forwarder`; and `resource-usage` (`impstats`).
+//! own lines (`output-` and `TCP-` name the uplink of the entry's own destination). Then our
+//! extra objects (origin `sekoia-forwarder`, see `docs/operations.md`): `intake-<name>` per
+//! port intake, `uplink-<host:port>` per destination, and `forwarder`; and `resource-usage`
+//! (`impstats`).
 //!
 //! Counters restart from 0 when their worker restarts: a worker that is not the one of the
 //! previous report (another pid) counts from 0, so an interval never shows a negative or a
 //! wrapped value; what the old worker counted after the previous report is not shown.
 
-use crate::config::{ForwarderConfig, Intake, Protocol, StatsIntake};
-use crate::control::status::{IntakeStatus, StatusReport, WorkerStatus};
+use crate::config::{Destination, ForwarderConfig, Intake, Protocol, StatsIntake};
+use crate::control::status::{IntakeStatus, StatusReport, UplinkStatus, WorkerStatus};
 use crate::input::InputCountersSnapshot;
 use crate::queue::intake::QueueSnapshot;
 use crate::queue::layout::QueueKey;
@@ -65,12 +67,14 @@ impl Interval<'_> {
                 prev.and_then(|p| p.input.map(|i| i.dropped_full)),
             );
             out.extend(queue_objects(&intake.metric_name, &q, pq.as_ref(), dropped));
-            out.extend(self.output_objects(&intake.metric_name, &QueueKey::of(intake).to_string()));
+            let source = QueueKey::of(intake).to_string();
+            out.extend(self.output_objects(&intake.metric_name, &source, &intake.destination));
             out.push(intake_object(intake, now, prev));
         }
         if let Some(stats) = &self.cfg.stats {
             out.extend(self.stats_entry_objects(stats));
         }
+        out.extend(self.uplink_objects());
         out.push(self.forwarder_object());
         out.push(self.usage.object());
         out
@@ -80,48 +84,101 @@ impl Interval<'_> {
         let name = crate::config::metric_name(&stats.name);
         let prev = self.prev.map(|_| self.prev_stats_queue);
         let mut out = queue_objects(&name, &self.stats_queue, prev.as_ref(), 0).to_vec();
-        out.extend(self.output_objects(&name, &QueueKey::STATS.to_string()));
+        let source = QueueKey::STATS.to_string();
+        out.extend(self.output_objects(&name, &source, &stats.destination));
         out
     }
 
-    /// `output-<name>` and `TCP-<host>-<port>` of one queue (the uplink source `source`).
-    fn output_objects(&self, name: &str, source: &str) -> [StatsObject; 2] {
-        let (now, prev) = self.uplink();
+    /// `output-<name>` and `TCP-<host>-<port>` of one queue (the uplink source `source` of
+    /// the uplink of `dest`).
+    fn output_objects(&self, name: &str, source: &str, dest: &Destination) -> [StatsObject; 2] {
+        let (now, prev) = self.uplink(&dest.to_string());
+        let (counters, prev_counters) = (now.and_then(|u| u.counters.as_ref()), prev);
         let find = |u: Option<&UplinkSnapshot>| -> Option<SourceSnapshot> {
             u.and_then(|u| u.sources.iter().find(|s| s.name == source).cloned())
         };
-        let (s, ps) = (find(now), find(prev));
+        let (s, ps) = (find(counters), find(prev_counters));
         let field = |f: fn(&SourceSnapshot) -> u64| grew(s.as_ref().map(f), ps.as_ref().map(f));
-        let pool = |f: fn(&UplinkSnapshot) -> u64| grew(now.map(f), prev.map(f));
-        let failures = |u: &UplinkSnapshot| u.connect_failures + u.tls_failures + u.write_failures;
+        let pool = |f: fn(&UplinkSnapshot) -> u64| grew(counters.map(f), prev_counters.map(f));
         let output = StatsObject::new(format!("output-{name}"), "core.action")
             .with("processed", field(|s| s.events_sent))
             .with("failed", 0)
             .with("suspended", pool(failures))
-            .with("suspended.duration", self.now.uplink.down_s)
+            .with("suspended.duration", now.map_or(0, |u| u.down_s))
             .with("resumed", pool(|u| u.connects))
             .with("resent", field(|s| s.resent_events));
-        let dest = &self.cfg.settings.destination;
         let omfwd = StatsObject::new(format!("TCP-{}-{}", dest.host, dest.port), "omfwd")
             .with("bytes.sent", field(|s| s.bytes_sent));
         [output, omfwd]
     }
 
-    /// The uplink's counters now and at the previous interval (None when another worker).
-    fn uplink(&self) -> (Option<&UplinkSnapshot>, Option<&UplinkSnapshot>) {
-        let now = &self.now.uplink;
-        let prev = self
-            .prev
-            .map(|p| &p.uplink)
-            .filter(|p| same_worker(&p.worker, &now.worker))
-            .and_then(|p| p.counters.as_ref());
-        (now.counters.as_ref(), prev)
+    /// Every destination's uplink now (the single `uplink` of an older report otherwise).
+    fn uplinks(&self) -> Vec<&UplinkStatus> {
+        if self.now.uplinks.is_empty() {
+            vec![&self.now.uplink]
+        } else {
+            self.now.uplinks.iter().collect()
+        }
     }
 
+    /// The uplink of `destination` now, and its counters at the previous interval (None when
+    /// another worker).
+    fn uplink(&self, destination: &str) -> (Option<&UplinkStatus>, Option<&UplinkSnapshot>) {
+        let now = self
+            .uplinks()
+            .into_iter()
+            .find(|u| u.destination == destination || u.destination.is_empty());
+        let prev = self.prev.and_then(|p| {
+            let all = if p.uplinks.is_empty() {
+                std::slice::from_ref(&p.uplink)
+            } else {
+                &p.uplinks[..]
+            };
+            let before = all
+                .iter()
+                .find(|u| u.destination == destination || u.destination.is_empty())?;
+            let same = now.is_some_and(|n| same_worker(&before.worker, &n.worker));
+            same.then_some(before.counters.as_ref()).flatten()
+        });
+        (now, prev)
+    }
+
+    /// `uplink-<host:port>` per destination (ours): its pool's state this interval.
+    fn uplink_objects(&self) -> Vec<StatsObject> {
+        self.uplinks()
+            .into_iter()
+            .map(|u| {
+                let (_, prev) = self.uplink(&u.destination);
+                let now = u.counters.as_ref();
+                let pool = |f: fn(&UplinkSnapshot) -> u64| grew(now.map(f), prev.map(f));
+                StatsObject::new(format!("uplink-{}", u.destination), OURS)
+                    .with("connections", now.map_or(0, |c| c.connections_up))
+                    .with("connect.failures", pool(|c| c.connect_failures))
+                    .with("tls.failures", pool(|c| c.tls_failures))
+                    .with("write.failures", pool(|c| c.write_failures))
+                    .with("processed", pool(|c| c.events_sent))
+                    .with("resent", pool(|c| c.resent_events))
+                    .with("down.duration", u.down_s)
+                    .with("worker.restarts", u.worker.restarts)
+            })
+            .collect()
+    }
+
+    /// `forwarder` (ours): the whole forwarder, every uplink together.
     fn forwarder_object(&self) -> StatsObject {
-        let (now, prev) = self.uplink();
-        let pool = |f: fn(&UplinkSnapshot) -> u64| grew(now.map(f), prev.map(f));
-        let restarts = self.now.uplink.worker.restarts
+        let uplinks = self.uplinks();
+        let mut pool = [0u64; 5];
+        for u in &uplinks {
+            let (_, prev) = self.uplink(&u.destination);
+            let now = u.counters.as_ref();
+            let grown = |f: fn(&UplinkSnapshot) -> u64| grew(now.map(f), prev.map(f));
+            pool[0] += now.map_or(0, |c| c.connections_up);
+            pool[1] += grown(|c| c.connect_failures);
+            pool[2] += grown(|c| c.tls_failures);
+            pool[3] += grown(|c| c.write_failures);
+            pool[4] += grown(|c| c.resent_events);
+        }
+        let restarts = uplinks.iter().map(|u| u.worker.restarts).sum::<u64>()
             + self
                 .now
                 .intakes
@@ -130,16 +187,21 @@ impl Interval<'_> {
                 .sum::<u64>();
         let disk = &self.now.disk;
         StatsObject::new("forwarder", OURS)
-            .with("uplink.connections", now.map_or(0, |u| u.connections_up))
-            .with("uplink.connect.failures", pool(|u| u.connect_failures))
-            .with("uplink.tls.failures", pool(|u| u.tls_failures))
-            .with("uplink.write.failures", pool(|u| u.write_failures))
-            .with("resent", pool(|u| u.resent_events))
+            .with("uplink.connections", pool[0])
+            .with("uplink.connect.failures", pool[1])
+            .with("uplink.tls.failures", pool[2])
+            .with("uplink.write.failures", pool[3])
+            .with("resent", pool[4])
             .with("journal.bytes", disk.used_bytes)
             .with("journal.limit", disk.limit_bytes)
             .with("journal.configured", disk.configured_bytes)
             .with("worker.restarts", restarts)
     }
+}
+
+/// Connection failures of every kind (rsyslog's `suspended` counts each).
+fn failures(u: &UplinkSnapshot) -> u64 {
+    u.connect_failures + u.tls_failures + u.write_failures
 }
 
 /// True when both reports come from the same worker process.

@@ -48,6 +48,7 @@ fn report(base: u64, pids: [u32; 3]) -> StatusReport {
         name: name.to_string(),
         protocol: proto.to_string(),
         port,
+        destination: "intake.sekoia.io:10514".to_string(),
         worker: worker(pids[i]),
         input: Some(InputCountersSnapshot {
             received: base + i as u64,
@@ -76,6 +77,19 @@ fn report(base: u64, pids: [u32; 3]) -> StatusReport {
         bytes_sent: base * 100,
         resent_events: base / 4,
     };
+    let uplink = UplinkStatus {
+        destination: "intake.sekoia.io:10514".to_string(),
+        worker: worker(pids[2]),
+        counters: Some(UplinkSnapshot {
+            connects: base / 100,
+            connections_up: 2,
+            sources: vec![source("tcp-20516"), source("udp-20517"), source("stats")],
+            ..Default::default()
+        }),
+        sent_per_s: 0.0,
+        connections_sent_per_s: Vec::new(),
+        down_s: 5,
+    };
     StatusReport {
         forwarder: ForwarderInfo {
             version: "0".into(),
@@ -88,18 +102,8 @@ fn report(base: u64, pids: [u32; 3]) -> StatusReport {
             intake_status(0, "Fire Walls", "tcp", 20516),
             intake_status(1, "Proxies", "udp", 20517),
         ],
-        uplink: UplinkStatus {
-            worker: worker(pids[2]),
-            counters: Some(UplinkSnapshot {
-                connects: base / 100,
-                connections_up: 2,
-                sources: vec![source("tcp-20516"), source("udp-20517"), source("stats")],
-                ..Default::default()
-            }),
-            sent_per_s: 0.0,
-            connections_sent_per_s: Vec::new(),
-            down_s: 5,
-        },
+        uplinks: vec![uplink.clone()],
+        uplink,
         disk: DiskStatus {
             limit_bytes: 10,
             configured_bytes: 20,
@@ -258,4 +262,58 @@ fn a_restarted_worker_counts_from_zero_never_negative() {
         find(&all, "input-proxies(*/20517/IPv4)").get("submitted"),
         Some(41)
     );
+}
+
+#[test]
+fn each_intake_s_output_names_and_counts_its_own_destination() {
+    let usa = Destination {
+        host: "intake.usa1.sekoia.io".to_string(),
+        port: 10514,
+    };
+    let mut cfg = config();
+    cfg.intakes[1].destination = usa.clone();
+    let mut now = report(1000, [10, 11, 12]);
+    now.intakes[1].destination = usa.to_string();
+    let mut second = now.uplink.clone();
+    second.destination = usa.to_string();
+    second.worker = worker(13);
+    if let Some(c) = second.counters.as_mut() {
+        c.sources = vec![SourceSnapshot {
+            name: "udp-20517".to_string(),
+            events_sent: 42,
+            bytes_sent: 4200,
+            resent_events: 0,
+        }];
+    }
+    if let Some(c) = now.uplinks[0].counters.as_mut() {
+        c.sources.retain(|s| s.name != "udp-20517");
+    }
+    now.uplinks.push(second);
+    let all = Interval {
+        cfg: &cfg,
+        now: &now,
+        prev: None,
+        stats_queue: QueueSnapshot::default(),
+        prev_stats_queue: QueueSnapshot::default(),
+        usage: ResourceUsage::default(),
+    }
+    .objects();
+    let field = |name: &str, f: &str| {
+        find(&all, name)
+            .fields
+            .iter()
+            .find(|(k, _)| *k == f)
+            .map(|(_, v)| *v)
+    };
+    assert_eq!(field("output-proxies", "processed"), Some(42));
+    assert!(all
+        .iter()
+        .any(|o| o.name == "TCP-intake.usa1.sekoia.io-10514"));
+    assert_eq!(field("output-fire_walls", "processed"), Some(1000));
+    assert!(all
+        .iter()
+        .any(|o| o.name == "uplink-intake.sekoia.io:10514"));
+    assert!(all
+        .iter()
+        .any(|o| o.name == "uplink-intake.usa1.sekoia.io:10514"));
 }

@@ -30,7 +30,8 @@ COPY shared/src shared/src
 COPY bins bins
 RUN find shared/src bins -name '*.rs' -exec touch {} + \
     && cargo build --release --locked -p sekoia-forwarder -p sekoia-ctl \
-    && install -D -m 0755 target/release/sekoia-forwarder target/release/sekoia-ctl /out/
+    && install -d /out \
+    && install -m 0755 target/release/sekoia-forwarder target/release/sekoia-ctl /out/
 
 FROM debian:${DEBIAN_RELEASE}-slim
 # ca-certificates: the uplink trusts the system roots (Sekoia's intake certificates).

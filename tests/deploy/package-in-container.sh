@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs inside a fresh debian:bookworm-slim container with /pkg holding old.deb and new.deb
+# Runs inside a fresh debian:bookworm-slim container (host network, for apt) with /pkg holding old.deb and new.deb
 # (same files, an older version number): install, check as the service user exactly as the
 # unit runs it, an invalid configuration refused by the unit's ExecStartPre, an upgrade that
 # keeps the administrator's intake file, purge. Prints "step: ..." lines, the last one
@@ -9,8 +9,9 @@ step() { echo "step: $*"; }
 conf=/etc/sekoia-forwarder/intakes.yaml
 user=sekoia-forwarder
 
-step "install the older version"
-dpkg -i /pkg/old.deb
+step "install the older version (apt fetches its dependencies from deb.debian.org)"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /pkg/old.deb
 unit=$(dpkg -L sekoia-forwarder | grep '/systemd/system/sekoia-forwarder.service$')
 getent passwd "$user" | grep -q ':/nonexistent:/usr/sbin/nologin$'
 test -x /usr/bin/sekoia-forwarder && test -x /usr/bin/sekoia-ctl && test -f "$unit"

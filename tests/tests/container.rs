@@ -218,7 +218,7 @@ fn debian_package_installs_upgrades_and_purges_in_a_container() {
 
     let script = root.join("tests/deploy/package-in-container.sh");
     let out = Command::new("docker")
-        .args(["run", "--rm", "-v"])
+        .args(["run", "--rm", "--network", "host", "-v"])
         .arg(format!("{}:/pkg:ro", w.display()))
         .arg("-v")
         .arg(format!("{}:/test.sh:ro", script.display()))
@@ -360,9 +360,14 @@ impl Site {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The container's stdout (banner) and stderr (log), without compose's prefixes.
     fn logs(&self) -> String {
-        let out = self.compose(&["logs", "--no-color", "rsyslog"]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let out = run(Command::new("docker").arg("logs").arg(self.container()));
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
 
     fn exec(&self, args: &[&str]) -> String {
@@ -441,19 +446,27 @@ fn build_image(root: &Path) {
     eprintln!("image {IMAGE} built in {:?}", started.elapsed());
 }
 
-/// The address of Docker's default bridge on the host: containers reach the sink there.
+/// The address of Docker's default bridge on the host (docker0's): containers reach the
+/// sink there.
 fn bridge_gateway() -> Ipv4Addr {
     let out = run(Command::new("docker").args([
         "network",
         "inspect",
         "bridge",
         "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
+        "{{index .Options \"com.docker.network.bridge.name\"}}",
     ]));
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("bridge gateway {text:?}"))
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let name = if name.is_empty() {
+        "docker0".to_string()
+    } else {
+        name
+    };
+    nix::ifaddrs::getifaddrs()
+        .expect("getifaddrs")
+        .filter(|a| a.interface_name == name)
+        .find_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|v4| v4.ip())))
+        .unwrap_or_else(|| panic!("no IPv4 address on the bridge {name}"))
 }
 
 fn send_tls(certs: &TestCerts, port: u16, n: usize) {

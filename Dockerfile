@@ -37,7 +37,7 @@ FROM debian:${DEBIAN_RELEASE}-slim
 # ca-certificates: the uplink trusts the system roots (Sekoia's intake certificates).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
     && groupadd --system --gid 10514 sekoia-forwarder \
     && useradd --system --uid 10514 --gid 10514 --no-create-home --home-dir /nonexistent \
          --shell /usr/sbin/nologin sekoia-forwarder \

@@ -480,6 +480,10 @@ fn send_tls(certs: &TestCerts, port: u16, n: usize) {
     tls.flush().expect("flush");
     tls.conn.send_close_notify();
     let _ = tls.flush();
+    // Read to the end before closing: a close with unread bytes (the server's session
+    // tickets) is a reset, which docker-proxy passes on before relaying the last events.
+    let _ = tls.sock.set_read_timeout(Some(WAIT));
+    let _ = std::io::copy(&mut tls, &mut std::io::sink());
 }
 
 fn expect(key: &str, pri: u8, host: &str, app: &str, procid: &str, msg: &str) -> String {

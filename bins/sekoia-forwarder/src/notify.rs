@@ -6,23 +6,28 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
+use sekoia_shared::log_limit::{Repeating, Report, SUMMARY_EVERY};
+
 /// Sends one sd_notify state line; failures are logged, never fatal.
 pub fn notify(state: &str) {
+    if let Err(e) = send(state) {
+        tracing::warn!(error = %e, state, "cannot notify systemd");
+    }
+}
+
+/// One state line to `NOTIFY_SOCKET` (nothing without it).
+fn send(state: &str) -> std::io::Result<()> {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
+        return Ok(());
     };
     let bytes = path.as_encoded_bytes();
     let addr = match bytes.strip_prefix(b"@") {
         Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name),
         None => SocketAddr::from_pathname(&path),
-    };
-    let result = addr.and_then(|addr| {
-        let socket = UnixDatagram::unbound()?;
-        socket.send_to_addr(state.as_bytes(), &addr)
-    });
-    if let Err(e) = result {
-        tracing::warn!(error = %e, state, "cannot notify systemd");
-    }
+    }?;
+    let socket = UnixDatagram::unbound()?;
+    socket.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
 }
 
 /// Keep-alive for systemd's watchdog. systemd passes the period as `WATCHDOG_USEC` (and
@@ -32,6 +37,7 @@ pub fn notify(state: &str) {
 pub struct Watchdog {
     every: Option<Duration>,
     next: Instant,
+    failing: Repeating,
 }
 
 impl Watchdog {
@@ -46,6 +52,7 @@ impl Watchdog {
         Self {
             every,
             next: Instant::now(),
+            failing: Repeating::new(SUMMARY_EVERY),
         }
     }
 
@@ -53,9 +60,25 @@ impl Watchdog {
     pub fn tick(&mut self) {
         let Some(every) = self.every else { return };
         let now = Instant::now();
-        if now >= self.next {
-            notify("WATCHDOG=1");
-            self.next = now + every;
+        if now < self.next {
+            return;
+        }
+        self.next = now + every;
+        match send("WATCHDOG=1") {
+            Ok(()) => {
+                if let Some(Report::Ended { total, .. }) = self.failing.cleared(now) {
+                    tracing::info!(failures = total, "systemd watchdog keep-alive works again");
+                }
+            }
+            Err(e) => match self.failing.occurred(now) {
+                Some(Report::Started) => {
+                    tracing::warn!(error = %e, "cannot send the systemd watchdog keep-alive")
+                }
+                Some(Report::Ongoing { count, .. }) => {
+                    tracing::warn!(error = %e, count, "systemd watchdog keep-alive still failing")
+                }
+                _ => {}
+            },
         }
     }
 }

@@ -25,6 +25,7 @@ struct Shared {
 
 pub struct TlsSink {
     pub port: u16,
+    ip: std::net::Ipv4Addr,
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
 }
@@ -36,9 +37,15 @@ impl TlsSink {
 
     /// Listens on 127.0.0.1:`port` (0: any), retrying while a previous sink's port drains.
     pub fn start_on(certs: &TestCerts, port: u16) -> Self {
+        Self::start_at(certs, std::net::Ipv4Addr::LOCALHOST, port)
+    }
+
+    /// Listens on `ip`:`port`: a local address other than loopback, for a forwarder in a
+    /// container (which reaches the host on its bridge's address).
+    pub fn start_at(certs: &TestCerts, ip: std::net::Ipv4Addr, port: u16) -> Self {
         let deadline = Instant::now() + Duration::from_secs(10);
         let listener = loop {
-            match TcpListener::bind(("127.0.0.1", port)) {
+            match TcpListener::bind((ip, port)) {
                 Ok(l) => break l,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
@@ -57,13 +64,14 @@ impl TlsSink {
         };
         Self {
             port,
+            ip,
             shared,
             acceptor: Some(acceptor),
         }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::from((self.ip, self.port))
     }
 
     /// Every line received so far (without the `LEN SP` prefix, with the final `\n`).

@@ -295,8 +295,10 @@ async fn supervise(
     )?;
     let mut board = StatusBoard::new();
     crate::notify::notify("READY=1");
+    let mut watchdog = crate::notify::Watchdog::from_env();
 
     let stop_signal = loop {
+        watchdog.tick();
         let sleep_for = workers
             .next_restart()
             .map(|at| at.saturating_duration_since(Instant::now()))

@@ -15,8 +15,9 @@
 //! Invariant: for every source, `outstanding` lists, in position order, every span read but not
 //! committed; `commit(p)` is only called with the end of a confirmed span whose predecessors are
 //! all confirmed. On shutdown it keeps going until everything read is confirmed and every source
-//! is empty, or `drain_timeout` elapsed; then it closes the channel, tells connections to stop,
-//! and keeps committing what they still confirm until the last one is gone.
+//! is empty, or `drain_timeout` elapsed, or no connection is up (nothing could be delivered);
+//! then it closes the channel, tells connections to stop, and keeps committing what they still
+//! confirm until the last one is gone.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,6 +164,12 @@ impl Dispatcher {
                 }
                 if Instant::now() >= deadline {
                     warn!(timeout = ?self.drain_timeout, "uplink drain timed out, the rest stays queued");
+                    break;
+                }
+                // Without a connection nothing can be delivered: waiting for the timeout
+                // would only delay the save of the rings (a container would be killed first).
+                if self.counters.connections_up.load(Ordering::Relaxed) == 0 {
+                    warn!("uplink not connected at stop: no drain, the rest stays queued");
                     break;
                 }
             }

@@ -224,6 +224,27 @@ async fn receiver_down_at_start_gets_everything_once_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_with_the_receiver_down_does_not_wait_for_the_drain_timeout() {
+    let pki = pki(&["127.0.0.1"]);
+    let (l, port) = listener().await;
+    drop(l);
+    let source = MemSource::new("queued", 1_000, 50);
+    let mut cfg = fast_config(port, Some(pki.ca_file.clone()));
+    cfg.drain_timeout = secs(10);
+    let up = start(cfg, std::slice::from_ref(&source));
+    let counters = Arc::clone(&up.counters);
+    wait_until(secs(5), "refused connects", || {
+        counters.connect_failures.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    let stopping = std::time::Instant::now();
+    up.stop().await.unwrap();
+    let took = stopping.elapsed();
+    assert!(took < secs(2), "stop took {took:?}");
+    assert_eq!(source.committed_pos(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_listener_hits_the_handshake_timeout() {
     let pki = pki(&["127.0.0.1"]);
     let (l, port) = listener().await;

@@ -17,6 +17,8 @@ pub mod input;
 pub mod log_limit;
 pub mod queue;
 #[cfg(not(loom))]
+pub mod relp;
+#[cfg(not(loom))]
 pub mod syslog;
 #[cfg(not(loom))]
 pub mod uplink;

@@ -225,15 +225,14 @@ pub fn check(args: &SettingsArgs, runtime: &RuntimeArgs) -> ExitCode {
     match load_config(args, runtime) {
         Ok((cfg, run_as)) => {
             println!(
-                "configuration OK: {} intake(s){}, destination {}:{}{}",
+                "configuration OK: {} intake(s){}, destination {}{}",
                 cfg.intakes.len(),
                 if cfg.stats.is_some() {
                     " + a monitoring entry (its reports are not sent yet)"
                 } else {
                     ""
                 },
-                cfg.settings.destination.host,
-                cfg.settings.destination.port,
+                cfg.settings.destination.describe(),
                 run_as.map_or(String::new(), |u| format!(", workers run as {}", u.name))
             );
             warn_if_disk_space_exceeds_fs(&cfg.settings.spool_dir, cfg.settings.disk_space);

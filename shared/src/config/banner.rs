@@ -76,6 +76,7 @@ mod tests {
             destination: Destination {
                 host: "intake.sekoia.io".to_string(),
                 port: 10514,
+                output: Default::default(),
             },
             ca_file: None,
             spool_dir: PathBuf::from("/spool"),

@@ -27,6 +27,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tracing::{info, warn};
 
+use crate::config::Output;
 use crate::log_limit::{Repeating, Report};
 use crate::uplink::backoff::Backoff;
 use crate::uplink::delivery::{unacked_bytes, CountingStream, DeliveryTracker};
@@ -51,16 +52,16 @@ pub(crate) struct Connection {
 }
 
 /// A connected, handshaken session.
-struct Established {
-    tls: TlsStream<CountingStream>,
+pub(crate) struct Established {
+    pub tls: TlsStream<CountingStream>,
     /// A duplicate of the socket's descriptor, to ask the kernel about acknowledgements.
-    probe: std::net::TcpStream,
+    pub probe: std::net::TcpStream,
     /// Raw bytes written to the socket so far (TLS records included).
-    written: Arc<AtomicU64>,
-    peer: SocketAddr,
+    pub written: Arc<AtomicU64>,
+    pub peer: SocketAddr,
 }
 
-enum SessionEnd {
+pub(crate) enum SessionEnd {
     /// Told to stop; closed with close_notify.
     Stopped,
     Broken {
@@ -94,7 +95,10 @@ impl Connection {
                     self.counters.connections_up.fetch_add(1, Ordering::Relaxed);
                     info!(connection = self.id, host = %cfg.host, port = cfg.port, peer = %conn.peer,
                           "uplink connected");
-                    let end = self.session(conn).await;
+                    let end = match cfg.output {
+                        Output::Tls => self.session(conn).await,
+                        Output::Relp { window } => self.relp_session(conn, window).await,
+                    };
                     self.counters.connections_up.fetch_sub(1, Ordering::Relaxed);
                     backoff.session_ended(up_since.elapsed());
                     match end {
@@ -139,8 +143,13 @@ impl Connection {
     }
 
     fn session_broken(&self, error: &UplinkError, unconfirmed: usize) {
-        if unconfirmed == 0 && matches!(error, UplinkError::PeerClosed { .. }) {
-            info!(connection = self.id, host = %self.cfg.host, "intake closed an idle uplink connection, reconnecting");
+        let orderly = matches!(
+            error,
+            UplinkError::PeerClosed { .. } | UplinkError::RelpServerClose { .. }
+        );
+        if unconfirmed == 0 && orderly {
+            info!(connection = self.id, host = %self.cfg.host, reason = %error,
+                  "intake closed an idle uplink connection, reconnecting");
             return;
         }
         self.counters.write_failures.fetch_add(1, Ordering::Relaxed);

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod corpus;
 pub mod events;
 pub mod forwarder;
+pub mod imrelp;
 pub mod rsyslog;
 pub mod sink;
 pub mod syslog_ng;

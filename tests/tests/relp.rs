@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sekoia_tests::events::{duplicates, sequence_counts, tail};
 use sekoia_tests::forwarder::find_files;
@@ -229,35 +229,67 @@ fn journal_bytes(fwd: &Forwarder) -> u64 {
         .sum()
 }
 
+/// The uplink's counters in `sekoia-ctl status --json` (reported every second).
+fn uplink_counters(fwd: &Forwarder) -> serde_json::Value {
+    let (ok, out, err) = fwd.ctl(&["status", "--json"]);
+    assert!(ok, "status failed: {err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+    status["uplink"]["counters"].clone()
+}
+
 #[test]
-fn receiver_that_stops_answering_holds_everything_back_until_it_answers() {
+fn receiver_that_stops_answering_fills_the_window_and_holds_senders_back_losing_nothing() {
     let certs = TestCerts::new(&["127.0.0.1"]);
     let imrelp = Imrelp::start(&certs);
     let port = free_tcp_port();
-    // A small ring (100 events): what the receiver does not answer goes to the journal.
-    let fwd = relp_forwarder_with(&certs, &imrelp, port, 100, |b| {
-        b.env("RELP_WINDOW", "16").env("UPLINK_CONNECTIONS", "1")
+    // A one-event ring and 4 MiB of journal: what the receiver does not answer goes to the
+    // journal, and once that is full the TCP sender is held back.
+    let fwd = relp_forwarder_with(&certs, &imrelp, port, 1, |b| {
+        b.env("RELP_WINDOW", "16")
+            .env("UPLINK_CONNECTIONS", "1")
+            .env("DISK_SPACE", "4m")
     });
     send_tcp(port, 0, 500);
     expect_all(&imrelp, 500, Duration::from_secs(30), &fwd);
 
     imrelp.pause();
     let before = imrelp.lines().len();
-    let n = 10_000;
-    send_tcp(port, 500, n);
+    // About 9 MB: more than the ring and the journal can hold.
+    let n = 30_000;
+    let sender = std::thread::spawn(move || {
+        send_tcp(port, 500, n);
+        Instant::now()
+    });
+    let mut counters = serde_json::Value::Null;
     assert!(
-        wait_until(Duration::from_secs(30), || journal_bytes(&fwd) > 0),
-        "the unanswered events went to the journal\n{}",
+        wait_until(Duration::from_secs(20), || {
+            counters = uplink_counters(&fwd);
+            counters["relp_window_in_use"] == 16
+        }),
+        "the window fills up: {counters:#}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || journal_bytes(&fwd) >= 3 << 20),
+        "the unanswered events went to the journal: {} bytes\n{}",
+        journal_bytes(&fwd),
         tail(&fwd.stderr())
     );
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !sender.is_finished(),
+        "a full queue holds the TCP sender back"
+    );
     assert_eq!(
         imrelp.lines().len(),
         before,
         "a paused receiver writes nothing"
     );
 
+    let resumed_at = Instant::now();
     imrelp.resume();
+    assert!(
+        sender.join().unwrap() > resumed_at,
+        "the sender finished only after the receiver answered again"
+    );
     let dups = expect_all(&imrelp, n, Duration::from_secs(120), &fwd);
     eprintln!("delivered {n} after the pause; duplicates {dups}");
 }

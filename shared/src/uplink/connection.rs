@@ -32,6 +32,7 @@ use crate::log_limit::{Repeating, Report};
 use crate::uplink::backoff::Backoff;
 use crate::uplink::delivery::{unacked_bytes, CountingStream, DeliveryTracker};
 use crate::uplink::dispatcher::{Batch, Outcome};
+use crate::uplink::relp_session::RelpOpened;
 use crate::uplink::{UplinkConfig, UplinkCounters, UplinkError, Wakeup};
 
 /// TCP keepalive: finds a dead idle peer long before the kernel default (2 hours).
@@ -80,12 +81,12 @@ impl Connection {
         let mut failing = Repeating::default();
         while !*stop.borrow() {
             let opened = tokio::select! {
-                opened = self.open() => opened,
+                opened = self.open_session() => opened,
                 _ = stop.wait_for(|s| *s) => break,
             };
             match opened {
                 Err(error) => self.attempt_failed(&error, &mut failing),
-                Ok(conn) => {
+                Ok((conn, relp)) => {
                     let up_since = Instant::now();
                     if let Some(Report::Ended { total, lasted }) = failing.cleared(up_since) {
                         info!(connection = self.id, host = %cfg.host, failed_attempts = total,
@@ -95,9 +96,9 @@ impl Connection {
                     self.counters.connections_up.fetch_add(1, Ordering::Relaxed);
                     info!(connection = self.id, host = %cfg.host, port = cfg.port, peer = %conn.peer,
                           "uplink connected");
-                    let end = match cfg.output {
-                        Output::Tls => self.session(conn).await,
-                        Output::Relp { window } => self.relp_session(conn, window).await,
+                    let end = match relp {
+                        None => self.session(conn).await,
+                        Some(opened) => self.relp_session(conn, opened).await,
                     };
                     self.counters.connections_up.fetch_sub(1, Ordering::Relaxed);
                     backoff.session_ended(up_since.elapsed());
@@ -157,6 +158,17 @@ impl Connection {
               error = %error, "uplink connection broke, re-sending what is unconfirmed");
         self.counters
             .set_last_error(format_args!("uplink connection {}: {error}", self.id));
+    }
+
+    /// [`Connection::open`], then, for the RELP output, RELP's `open` exchange: a server that
+    /// refuses it is a failed attempt, like a failed handshake.
+    async fn open_session(&self) -> Result<(Established, Option<RelpOpened>), UplinkError> {
+        let mut conn = self.open().await?;
+        let relp = match self.cfg.output {
+            Output::Tls => None,
+            Output::Relp { window } => Some(self.relp_open(&mut conn, window).await?),
+        };
+        Ok((conn, relp))
     }
 
     /// Resolve, connect and handshake, each step under its timeout.

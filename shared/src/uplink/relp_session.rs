@@ -1,9 +1,9 @@
 //! A connection's session when the destination's output is RELP (`crate::relp`).
 //!
-//! After the TLS handshake the session sends `open` and checks the answer (version 0, `syslog`
-//! offered); a refusal ends the session like any broken connection (logged, backoff). Then it
-//! takes batches from the same work channel as the TLS output and sends every output line of a
-//! batch as one `syslog` command (the line without its octet count), at most `window` commands
+//! After the TLS handshake, `relp_open` sends `open` and checks the answer (version 0, `syslog`
+//! offered); a refusal is a failed connection attempt (logged, summarised when it repeats,
+//! backoff). Then `relp_session` takes batches from the same work channel as the TLS output and
+//! sends every output line of a batch as one `syslog` command (the line without its octet count), at most `window` commands
 //! without an answer. A batch is delivered, and handed back to the dispatcher as confirmed
 //! (which alone lets its source commit, freeing ring and journal space), once the server has
 //! answered every command up to its last one with `200`. There is no TCP-level guess and no
@@ -64,38 +64,56 @@ struct Session<'a> {
     gauge: u64,
 }
 
+/// A RELP session the server accepted: what the session goes on with.
+pub(crate) struct RelpOpened {
+    offers: Offers,
+    window: u32,
+    txnr: Txnr,
+    /// Bytes the server sent after its answer to `open`, if any.
+    reader: FrameReader,
+}
+
 impl Connection {
-    /// Run one RELP session on an established TLS connection.
-    pub(crate) async fn relp_session(&self, conn: Established, window: u32) -> SessionEnd {
-        let Established { tls, peer, .. } = conn;
-        let (mut rd, mut wr) = tokio::io::split(tls);
-        let mut s = Session {
-            conn: self,
-            peer,
-            window: Window::new(window),
-            txnr: Txnr::new(),
-            reader: FrameReader::new(),
-            written: VecDeque::new(),
-            current: None,
-            out: Vec::new(),
-            last_progress: Instant::now(),
-            gauge: 0,
-        };
-        let opened = timeout(self.cfg.handshake_timeout, s.open(&mut rd, &mut wr)).await;
-        let broken = match opened {
-            Err(_) => Some(s.problem(format!(
+    /// RELP's `open` on an established TLS connection (under `handshake_timeout`): our offers,
+    /// then the server's answer, checked.
+    pub(crate) async fn relp_open(
+        &self,
+        conn: &mut Established,
+        window: u32,
+    ) -> Result<RelpOpened, UplinkError> {
+        let peer = conn.peer;
+        let (mut rd, mut wr) = tokio::io::split(&mut conn.tls);
+        let mut s = Session::new(self, peer, window, Txnr::new(), FrameReader::new());
+        match timeout(self.cfg.handshake_timeout, s.open(&mut rd, &mut wr)).await {
+            Err(_) => Err(s.problem(format!(
                 "no answer to open within {:?}",
                 self.cfg.handshake_timeout
             ))),
-            Ok(Err(error)) => Some(error),
-            Ok(Ok(offers)) => {
-                self.counters.relp_sessions.fetch_add(1, Ordering::Relaxed);
-                info!(connection = self.id, host = %self.cfg.host, peer = %peer,
-                      server = offers.software.as_deref().unwrap_or("-"), window,
-                      "RELP session open");
-                s.run(&mut rd, &mut wr).await
-            }
-        };
+            Ok(Err(error)) => Err(error),
+            Ok(Ok(offers)) => Ok(RelpOpened {
+                offers,
+                window,
+                txnr: s.txnr,
+                reader: std::mem::take(&mut s.reader),
+            }),
+        }
+    }
+
+    /// Run one RELP session on a connection whose `open` the server accepted.
+    pub(crate) async fn relp_session(&self, conn: Established, opened: RelpOpened) -> SessionEnd {
+        let Established { tls, peer, .. } = conn;
+        let RelpOpened {
+            offers,
+            window,
+            txnr,
+            reader,
+        } = opened;
+        self.counters.relp_sessions.fetch_add(1, Ordering::Relaxed);
+        info!(connection = self.id, host = %self.cfg.host, peer = %peer,
+              server = offers.software.as_deref().unwrap_or("-"), window, "RELP session open");
+        let (mut rd, mut wr) = tokio::io::split(tls);
+        let mut s = Session::new(self, peer, window, txnr, reader);
+        let broken = s.run(&mut rd, &mut wr).await;
         let unconfirmed = s.hand_back();
         match broken {
             Some(error) => SessionEnd::Broken { error, unconfirmed },
@@ -107,7 +125,28 @@ impl Connection {
     }
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
+    fn new(
+        conn: &'a Connection,
+        peer: SocketAddr,
+        window: u32,
+        txnr: Txnr,
+        reader: FrameReader,
+    ) -> Self {
+        Self {
+            conn,
+            peer,
+            window: Window::new(window),
+            txnr,
+            reader,
+            written: VecDeque::new(),
+            current: None,
+            out: Vec::new(),
+            last_progress: Instant::now(),
+            gauge: 0,
+        }
+    }
+
     fn problem(&self, problem: impl std::fmt::Display) -> UplinkError {
         UplinkError::Relp {
             host: self.conn.cfg.host.clone(),

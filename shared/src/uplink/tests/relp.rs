@@ -26,6 +26,9 @@ enum Script {
     GarbageOnce(usize),
     /// The first session answers this many events, then one with `500`; later sessions answer.
     RefuseOnce(usize),
+    /// The first session announces `serverclose` instead of answering event `after + 1`,
+    /// then closes; later sessions answer.
+    ServerCloseOnce(usize),
     /// Answers `open`, never a `syslog` command.
     Silent,
 }
@@ -101,6 +104,13 @@ where
                             if events > after && !misbehaved.swap(true, Ordering::SeqCst) =>
                         {
                             encode(&mut out, frame.txnr, "rsp", b"500 queue full");
+                        }
+                        Script::ServerCloseOnce(after)
+                            if events > after && !misbehaved.swap(true, Ordering::SeqCst) =>
+                        {
+                            encode(&mut out, 0, "serverclose", b"");
+                            stream.write_all(&out).await?;
+                            return stream.shutdown().await;
                         }
                         _ => {
                             received.add(&frame.data);
@@ -193,7 +203,13 @@ async fn a_server_without_syslog_is_refused_at_open_and_nothing_is_committed() {
     );
     assert_eq!(received.total(), 0);
     assert_eq!(sources[0].committed_pos(), 0);
-    assert_eq!(counters.snapshot().relp_sessions, 0);
+    let snap = counters.snapshot();
+    assert_eq!(snap.relp_sessions, 0);
+    assert!(
+        snap.connect_failures >= 1,
+        "a refused open is a failed attempt"
+    );
+    assert_eq!(snap.write_failures, 0, "no session was ever up");
     let _ = up.stop().await;
     server.abort();
 }
@@ -243,6 +259,15 @@ async fn a_refused_event_ends_the_session_and_is_sent_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serverclose_ends_the_session_and_the_unanswered_events_are_sent_again() {
+    recovers_from(
+        Script::ServerCloseOnce(100),
+        "announced it closes the session (serverclose)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_stops_answering_fills_the_window_and_nothing_is_committed() {
     let pki = pki(&["127.0.0.1"]);
     let (l, port) = listener().await;
@@ -270,6 +295,13 @@ async fn a_server_that_stops_answering_fills_the_window_and_nothing_is_committed
         0,
         "nothing answered, nothing freed"
     );
+    // After write_timeout without an answer the session ends; the events wait for the next.
+    wait_until(secs(6), "the silence noticed", || {
+        let error = counters.snapshot().last_error.unwrap_or_default();
+        error.contains("answered none of 8 events for")
+    })
+    .await;
+    assert_eq!(sources[0].committed_pos(), 0);
     let _ = up.stop().await;
     assert_eq!(sources[0].committed_pos(), 0);
     server.abort();

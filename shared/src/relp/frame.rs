@@ -55,6 +55,9 @@ pub fn encode(out: &mut Vec<u8>, txnr: u32, command: &str, data: &[u8]) {
 #[derive(Debug, Default)]
 pub struct FrameReader {
     buf: Vec<u8>,
+    /// Start of the first frame not yet returned: consumed bytes are dropped at the next
+    /// `feed`, not after every frame (a read holds hundreds of small answers).
+    at: usize,
 }
 
 impl FrameReader {
@@ -64,16 +67,18 @@ impl FrameReader {
 
     /// Bytes received from the server.
     pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.drain(..self.at);
+        self.at = 0;
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole frame, `Ok(None)` until one is complete. After an error the stream is
     /// out of step: the session must end.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        match parse(&self.buf)? {
+        match parse(&self.buf[self.at..])? {
             None => Ok(None),
             Some((frame, used)) => {
-                self.buf.drain(..used);
+                self.at += used;
                 Ok(Some(frame))
             }
         }
@@ -81,7 +86,7 @@ impl FrameReader {
 
     /// Bytes held for an incomplete frame.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.at
     }
 }
 

@@ -223,7 +223,7 @@ impl<'a> Session<'a> {
                     return None;
                 }
             }
-            if self.current.is_some() && self.window.room() > 0 {
+            if self.current.is_some() && self.window.half_free() {
                 if let Err(error) = self.send_commands(wr).await {
                     return Some(error);
                 }

@@ -72,13 +72,6 @@ impl Window {
         self.capacity.saturating_sub(self.waiting.len())
     }
 
-    /// At least half of the window is free. A sender under load that waits for this before
-    /// writing fills half a window per write; writing as soon as one answer frees one slot
-    /// would cost a write, a TLS record and a packet per event, on both sides.
-    pub fn half_free(&self) -> bool {
-        self.room() >= self.capacity.div_ceil(2)
-    }
-
     /// Commands waiting for their answer.
     pub fn in_use(&self) -> usize {
         self.waiting.len()

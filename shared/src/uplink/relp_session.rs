@@ -223,7 +223,11 @@ impl<'a> Session<'a> {
                     return None;
                 }
             }
-            if self.current.is_some() && self.window.half_free() {
+            // As soon as an answer frees a slot: holding commands back until more of the
+            // window is free stalls on a librelp server, whose small answers wait (Nagle) for
+            // the acknowledgement that our kernel delays (40 ms) while we send nothing
+            // (measured: 5,300 instead of 25,800 events/s in the bench's RELP scenario).
+            if self.current.is_some() && self.window.room() > 0 {
                 if let Err(error) = self.send_commands(wr).await {
                     return Some(error);
                 }

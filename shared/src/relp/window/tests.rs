@@ -72,19 +72,3 @@ fn answers_across_the_txnr_wrap_are_found() {
 fn a_zero_capacity_is_one() {
     assert_eq!(Window::new(0).room(), 1);
 }
-
-#[test]
-fn half_free_waits_for_half_the_window() {
-    let mut w = Window::new(4);
-    assert!(w.half_free());
-    for txnr in 1..=3 {
-        w.sent(txnr);
-    }
-    assert!(!w.half_free(), "one slot of four is not worth a write");
-    assert_eq!(w.answered(1), Ok(1));
-    assert!(w.half_free());
-    let mut one = Window::new(1);
-    assert!(one.half_free());
-    one.sent(1);
-    assert!(!one.half_free());
-}

@@ -16,6 +16,7 @@ pub mod control;
 pub mod input;
 pub mod log_limit;
 pub mod queue;
+pub mod relp;
 #[cfg(not(loom))]
 pub mod stats;
 #[cfg(not(loom))]

@@ -8,6 +8,7 @@ pub mod corpus;
 pub mod events;
 pub mod forwarder;
 pub mod haproxy;
+pub mod imrelp;
 pub mod rsyslog;
 pub mod sink;
 pub mod syslog_ng;

@@ -132,6 +132,11 @@ impl Rsyslog {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("rsyslogd.log")).unwrap_or_default()
     }
+
+    /// Process id of this rsyslogd (the test started it, so it may signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Rsyslog {

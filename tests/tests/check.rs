@@ -455,12 +455,12 @@ fn check_lists_every_destination_with_its_intakes_and_two_spellings_as_one() {
     assert_eq!(out.code, 0, "{}", out.text());
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert!(
-        lines.contains(&"  intake.sekoia.io:10514: Firewalls, Proxies"),
+        lines.contains(&"  intake.sekoia.io:10514 over syslog/TLS: Firewalls, Proxies"),
         "{}",
         out.text()
     );
     assert!(
-        lines.contains(&"  intake.usa1.sekoia.io:10514: Servers, Monitoring"),
+        lines.contains(&"  intake.usa1.sekoia.io:10514 over syslog/TLS: Servers, Monitoring"),
         "{}",
         out.text()
     );

@@ -102,10 +102,18 @@ fn uplink_table(u: &UplinkStatus, intakes: &[IntakeStatus]) -> String {
         .filter(|i| u.destination.is_empty() || i.destination == u.destination)
         .filter_map(|i| i.queue.map(|q| q.ring_events + q.journal_events))
         .sum();
-    let name = match u.destination.as_str() {
+    let mut name = match u.destination.as_str() {
         "" => "pool".to_string(),
         d => format!("→ {d}"),
     };
+    if c.relp_sessions > 0 {
+        // RELP: events sent and not answered yet, and answered since the worker started.
+        let _ = write!(
+            name,
+            " (RELP: {} unanswered, {} answered)",
+            c.relp_window_in_use, c.relp_acknowledged
+        );
+    }
     let pool = vec![
         name,
         state(u.worker.state).to_string(),

@@ -179,6 +179,7 @@ mod tests {
         let d = |host: &str| Destination {
             host: host.to_string(),
             port: 10514,
+            output: Default::default(),
         };
         let k = |s: &str| s.parse::<QueueKey>().unwrap();
         let plan = |host: &str, keys: &[&str]| UplinkPlan {

@@ -41,11 +41,11 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         } else {
             ""
         },
-        cfg.settings.destination,
+        cfg.settings.destination.describe(),
         run_as.map_or(String::new(), |u| format!(", workers run as {}", u.name))
     );
     for (destination, names) in cfg.destinations() {
-        println!("  {destination}: {}", names.join(", "));
+        println!("  {}: {}", destination.describe(), names.join(", "));
     }
     warn_if_disk_space_exceeds_fs(&cfg.settings.spool_dir, cfg.settings.disk_space);
     if args.connect {

@@ -28,6 +28,8 @@ pub async fn report_periodically(counters: Arc<UplinkCounters>, every: Duration)
                 resent_total = now.resent_events,
                 connection_failures = failures,
                 connections_up = now.connections_up,
+                relp_acknowledged = now.relp_acknowledged - last.relp_acknowledged,
+                relp_window_in_use = now.relp_window_in_use,
                 last_error = now.last_error.as_deref().unwrap_or("-"),
                 every_s = every.as_secs(),
                 "uplink activity"
@@ -46,6 +48,8 @@ pub fn report_totals(counters: &UplinkCounters) {
         resent_events = s.resent_events,
         connects = s.connects,
         connection_failures = s.connect_failures + s.tls_failures + s.write_failures,
+        relp_sessions = s.relp_sessions,
+        relp_acknowledged = s.relp_acknowledged,
         "uplink totals"
     );
 }

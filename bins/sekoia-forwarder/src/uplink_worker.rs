@@ -61,7 +61,8 @@ pub fn run(spec: WorkerSpec, label: &str) -> Result<()> {
     let mut uplink_cfg = UplinkConfig::new(destination.host.clone(), destination.port);
     uplink_cfg.connections = settings.uplink_connections.max(1);
     uplink_cfg.ca_file = settings.ca_file.clone();
-    info!(destination = %format!("{}:{}", uplink_cfg.host, uplink_cfg.port),
+    uplink_cfg.output = destination.output;
+    info!(destination = %destination.describe(),
         connections = uplink_cfg.connections, rings = sources.len(), "uplink worker starting");
     let counters = Arc::new(UplinkCounters::default());
     let report_socket = state.path().join(REPORT_SOCKET);

@@ -8,17 +8,25 @@
 //! long, in milliseconds, a new sender's first events wait for its name (0 to
 //! [`MAX_RESOLVE_TIMEOUT_MS`], default 1000; 0 never waits). `EXTENDED_CONF_DIR` defaults to `/extended_conf`
 //! only when that directory exists.
+//!
+//! `RELP_OUTPUT` (`--relp-output`) switches the uplink to RELP like the reference: **any
+//! non-empty value turns it on, "false" and "0" included**, because that is what the reference
+//! image does and a user moving from it must keep the output they had (`docs/compatibility.md`);
+//! `check` prints the output in use. `RELP_WINDOW` (`--relp-window`, 1 to [`MAX_RELP_WINDOW`],
+//! default 128 like rsyslog's omrelp) bounds the unanswered events per connection.
 
 use std::path::{Path, PathBuf};
 
 use crate::config::problem::{ConfigErrors, Problem};
-use crate::config::region::{Destination, Region, UPLINK_PORT};
+use crate::config::region::{Destination, Output, Region, UPLINK_PORT};
 use crate::config::size::parse_size;
 use crate::config::Settings;
 
 const DEFAULT_EXTENDED_CONF: &str = "/extended_conf";
 /// Longest `--resolve-timeout`: a TCP connection's first frames wait that long at most.
 pub const MAX_RESOLVE_TIMEOUT_MS: u64 = 30_000;
+/// Largest `--relp-window`: unanswered events per RELP connection.
+pub const MAX_RELP_WINDOW: u32 = 65_536;
 
 /// Flags of SPEC §1; flatten into the binary's subcommands with `#[command(flatten)]`.
 #[derive(clap::Args, Debug, Clone)]
@@ -89,6 +97,24 @@ pub struct SettingsArgs {
         default_value = "/var/log/sekoia-forwarder/stats.log"
     )]
     pub stats_file: PathBuf,
+    /// Send over RELP (port 11514, host relp.<endpoint>): any non-empty value turns it on,
+    /// even "false", as in the reference image.
+    #[arg(
+        long = "relp-output",
+        env = "RELP_OUTPUT",
+        value_name = "ANY",
+        num_args = 0..=1,
+        default_missing_value = "on"
+    )]
+    pub relp_output: Option<String>,
+    /// RELP events per connection waiting for their acknowledgement.
+    #[arg(
+        long = "relp-window",
+        env = "RELP_WINDOW",
+        value_name = "N",
+        default_value = "128"
+    )]
+    pub relp_window: String,
     /// TLS connections to the destination.
     #[arg(
         long,
@@ -183,26 +209,49 @@ impl SettingsArgs {
             );
             0
         });
+        let output = match self.relp_output.as_deref() {
+            None | Some("") => Output::Tls,
+            Some(_) => {
+                let window = positive(&self.relp_window)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|n| *n <= MAX_RELP_WINDOW)
+                    .unwrap_or_else(|| {
+                        let what = format!(
+                            "\"{}\" is not a whole number from 1 to {MAX_RELP_WINDOW}",
+                            self.relp_window
+                        );
+                        bad(
+                            "--relp-window / RELP_WINDOW",
+                            what,
+                            "use a number of events, e.g. 128 (rsyslog's default)",
+                        );
+                        1
+                    });
+                Output::Relp { window }
+            }
+        };
         let region = Region::parse(&self.region);
         let destination = match region {
-            Ok(region) => region.destination(self.endpoint.as_deref()).map_err(|e| {
-                let (setting, fix) = if self
-                    .endpoint
-                    .as_deref()
-                    .is_some_and(|e| !e.trim().is_empty())
-                {
-                    (
-                        "--endpoint / ENDPOINT",
-                        "write it HOST[:PORT], e.g. relay.example:10514 or [2001:db8::1]:10514",
-                    )
-                } else {
-                    (
+            Ok(region) => region
+                .destination(self.endpoint.as_deref(), output)
+                .map_err(|e| {
+                    let (setting, fix) = if self
+                        .endpoint
+                        .as_deref()
+                        .is_some_and(|e| !e.trim().is_empty())
+                    {
+                        (
+                            "--endpoint / ENDPOINT",
+                            "write it HOST[:PORT], e.g. relay.example:10514 or [2001:db8::1]:10514",
+                        )
+                    } else {
+                        (
                         "--region / REGION",
                         "set --endpoint / ENDPOINT to HOST[:PORT], or choose a Sekoia.io region",
                     )
-                };
-                bad(setting, e.to_string(), fix);
-            }),
+                    };
+                    bad(setting, e.to_string(), fix);
+                }),
             Err(ref e) => {
                 let fix = format!(
                     "use one of {} (EUA1 is accepted for UAE1)",
@@ -295,10 +344,13 @@ impl SettingsArgs {
             (Ok(region), Ok(destination)) => (region, destination),
             // Reported above; FRA1 only stands in so that the rest can be checked.
             _ => {
-                let fallback = Region::Fra1.destination(None).unwrap_or(Destination {
-                    host: String::new(),
-                    port: UPLINK_PORT,
-                });
+                let fallback = Region::Fra1
+                    .destination(None, output)
+                    .unwrap_or(Destination {
+                        host: String::new(),
+                        port: UPLINK_PORT,
+                        output,
+                    });
                 (Region::Fra1, fallback)
             }
         };

@@ -8,7 +8,9 @@ use std::sync::{Mutex, MutexGuard};
 /// test sets variables.
 static ENV_LOCK: Mutex<()> = Mutex::new(());
 
-const VARS: [&str; 16] = [
+const VARS: [&str; 18] = [
+    "RELP_OUTPUT",
+    "RELP_WINDOW",
     "SEKOIA_CONFIG",
     "MEMORY_MESSAGES",
     "DISK_SPACE",
@@ -274,4 +276,52 @@ fn lenient_resolve_lists_a_bad_region_and_keeps_every_other_setting() {
     assert_eq!(s.region, Region::Fra1);
     assert_eq!(s.memory_messages, 7);
     assert_eq!(s.extended_conf_dir, Some(PathBuf::from("/ext")));
+}
+
+#[test]
+fn relp_output_is_off_by_default_and_when_empty() {
+    let _env = Env::with(&[("RELP_OUTPUT", "")]);
+    let s = resolve(&[]).map(|s| s.destination.output);
+    assert_eq!(s.ok(), Some(Output::Tls));
+}
+
+#[test]
+fn any_relp_output_value_turns_relp_on_even_false_as_in_the_reference() {
+    for value in ["1", "true", "false", "0", "no"] {
+        let _env = Env::with(&[("RELP_OUTPUT", value)]);
+        let d = resolve(&[]).map(|s| s.destination).ok();
+        assert_eq!(
+            d.map(|d| (d.host, d.port, d.output)),
+            Some((
+                "relp.intake.sekoia.io".to_string(),
+                11514,
+                Output::Relp { window: 128 }
+            )),
+            "RELP_OUTPUT={value}"
+        );
+    }
+}
+
+#[test]
+fn relp_flag_and_window_are_read() {
+    let _env = Env::with(&[("RELP_WINDOW", "16")]);
+    let d = resolve(&["--relp-output", "--region", "sgp1"]).map(|s| s.destination);
+    assert_eq!(
+        d.map(|d| d.describe()).ok().as_deref(),
+        Some("relp.intake.sgp1.sekoia.io:11514 over RELP (TLS, window 16)")
+    );
+}
+
+#[test]
+fn a_bad_relp_window_is_refused_naming_the_setting() {
+    for bad in ["0", "x", "70000"] {
+        let _env = Env::with(&[("RELP_OUTPUT", "yes"), ("RELP_WINDOW", bad)]);
+        let found = problems(&[]);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("--relp-window / RELP_WINDOW")),
+            "{bad}: {found:?}"
+        );
+    }
 }

@@ -14,6 +14,7 @@ pub(crate) fn settings() -> Settings {
         destination: Destination {
             host: "intake.sekoia.io".to_string(),
             port: 10514,
+            output: Default::default(),
         },
         ca_file: None,
         spool_dir: PathBuf::from("/spool"),

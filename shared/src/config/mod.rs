@@ -43,7 +43,9 @@ pub use args::SettingsArgs;
 pub use banner::banner;
 pub use limits::IntakeLimits;
 pub use problem::{ConfigErrors, Problem};
-pub use region::{parse_endpoint, Destination, Region, RegionError, UPLINK_PORT};
+pub use region::{
+    parse_endpoint, Destination, Output, Region, RegionError, RELP_PORT, UPLINK_PORT,
+};
 pub use size::{parse_size, SizeError};
 pub use tls_client::{
     ClientAuth, TlsHandshake, DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_MAX_HANDSHAKES,

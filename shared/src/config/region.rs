@@ -4,6 +4,11 @@
 //!
 //! Unlike the reference, an unknown region is an error instead of a silent fallback to FRA1,
 //! and `OTHER` without an endpoint is an error too. The documented typo `EUA1` means `UAE1`.
+//!
+//! The [`Output`] is part of the destination. With RELP (`RELP_OUTPUT`) the reference's
+//! target rules apply: the host is `relp.<endpoint>` when the endpoint starts with `intake`,
+//! else the endpoint itself, and the port is 11514 (an `ENDPOINT` that names its port keeps
+//! it); TLS as for the plain output, the certificate checked against that host.
 
 use std::fmt;
 
@@ -12,6 +17,20 @@ use thiserror::Error;
 
 /// Port of every Sekoia.io syslog intake, and the default port of `ENDPOINT`.
 pub const UPLINK_PORT: u16 = 10514;
+/// Port of the RELP output (the reference's omrelp target port).
+pub const RELP_PORT: u16 = 11514;
+
+/// What the uplink speaks to its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Output {
+    /// Octet-counted syslog over TLS (SPEC §5); delivery judged from TCP acknowledgements.
+    #[default]
+    Tls,
+    /// RELP over TLS: every event acknowledged by the receiver; at most `window` events per
+    /// connection wait for their acknowledgement.
+    Relp { window: u32 },
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Region {
@@ -83,18 +102,32 @@ impl Region {
             .join(", ")
     }
 
-    /// Destination of this region; `endpoint` is used (and required) only for `OTHER`.
-    pub fn destination(self, endpoint: Option<&str>) -> Result<Destination, RegionError> {
-        match self.host() {
-            Some(host) => Ok(Destination {
-                host: host.to_string(),
-                port: UPLINK_PORT,
-            }),
+    /// Destination of this region for `output`; `endpoint` is used (and required) only for
+    /// `OTHER`.
+    pub fn destination(
+        self,
+        endpoint: Option<&str>,
+        output: Output,
+    ) -> Result<Destination, RegionError> {
+        let (host, port) = match self.host() {
+            Some(host) => (host.to_string(), None),
             None => match endpoint.map(str::trim).filter(|e| !e.is_empty()) {
-                Some(text) => parse_endpoint(text),
-                None => Err(RegionError::MissingEndpoint),
+                Some(text) => split_endpoint(text)?,
+                None => return Err(RegionError::MissingEndpoint),
             },
-        }
+        };
+        Ok(match output {
+            Output::Tls => Destination {
+                host,
+                port: port.unwrap_or(UPLINK_PORT),
+                output,
+            },
+            Output::Relp { .. } => Destination {
+                host: relp_host(host),
+                port: port.unwrap_or(RELP_PORT),
+                output,
+            },
+        })
     }
 }
 
@@ -104,12 +137,34 @@ impl fmt::Display for Region {
     }
 }
 
-/// Host and port the uplink connects to. `host` is a DNS name or an IP literal without
-/// brackets (it is also the TLS server name).
+/// The reference's RELP target: `relp.<endpoint>` for an endpoint starting with `intake`.
+fn relp_host(endpoint: String) -> String {
+    if endpoint.starts_with("intake") {
+        format!("relp.{endpoint}")
+    } else {
+        endpoint
+    }
+}
+
+/// Host and port the uplink connects to, and what it speaks there. `host` is a DNS name or an
+/// IP literal without brackets (it is also the TLS server name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Destination {
     pub host: String,
     pub port: u16,
+    #[serde(default)]
+    pub output: Output,
+}
+
+impl Destination {
+    /// `host:port` and the output, for `check` and the logs, e.g.
+    /// `relp.intake.sekoia.io:11514 over RELP (TLS, window 128)`.
+    pub fn describe(&self) -> String {
+        match self.output {
+            Output::Tls => format!("{self} over syslog/TLS"),
+            Output::Relp { window } => format!("{self} over RELP (TLS, window {window})"),
+        }
+    }
 }
 
 impl Destination {
@@ -144,6 +199,16 @@ impl fmt::Display for Destination {
 
 /// Parse `HOST[:PORT]`, `[IPV6][:PORT]` or a bare IPv6 literal; the port defaults to 10514.
 pub fn parse_endpoint(text: &str) -> Result<Destination, RegionError> {
+    let (host, port) = split_endpoint(text)?;
+    Ok(Destination {
+        host,
+        port: port.unwrap_or(UPLINK_PORT),
+        output: Output::Tls,
+    })
+}
+
+/// The host and, if given, the port of an endpoint.
+fn split_endpoint(text: &str) -> Result<(String, Option<u16>), RegionError> {
     let text = text.trim();
     let bad = |reason| RegionError::BadEndpoint {
         text: text.to_string(),
@@ -186,16 +251,13 @@ pub fn parse_endpoint(text: &str) -> Result<Destination, RegionError> {
         return Err(bad("the host contains spaces"));
     }
     let port = match port {
-        None => UPLINK_PORT,
+        None => None,
         Some(p) => match p.parse::<u16>() {
-            Ok(port) if port > 0 => port,
+            Ok(port) if port > 0 => Some(port),
             _ => return Err(bad("the port must be a number between 1 and 65535")),
         },
     };
-    Ok(Destination {
-        host: host.to_string(),
-        port,
-    })
+    Ok((host.to_string(), port))
 }
 
 #[cfg(test)]
@@ -206,7 +268,73 @@ mod tests {
         Destination {
             host: host.to_string(),
             port,
+            output: Output::Tls,
         }
+    }
+
+    const RELP: Output = Output::Relp { window: 128 };
+
+    fn relp(host: &str, port: u16) -> Destination {
+        Destination {
+            output: RELP,
+            ..dest(host, port)
+        }
+    }
+
+    #[test]
+    fn relp_goes_to_relp_dot_intake_host_on_11514() {
+        assert_eq!(
+            Region::Fra1.destination(None, RELP),
+            Ok(relp("relp.intake.sekoia.io", 11514))
+        );
+        assert_eq!(
+            Region::Usa1.destination(None, RELP),
+            Ok(relp("relp.intake.usa1.sekoia.io", 11514))
+        );
+        assert_eq!(
+            Region::Other.destination(Some("intake.example"), RELP),
+            Ok(relp("relp.intake.example", 11514))
+        );
+    }
+
+    #[test]
+    fn relp_keeps_an_endpoint_not_starting_with_intake_and_an_explicit_port() {
+        assert_eq!(
+            Region::Other.destination(Some("relay.example"), RELP),
+            Ok(relp("relay.example", 11514))
+        );
+        assert_eq!(
+            Region::Other.destination(Some("10.0.0.1:2514"), RELP),
+            Ok(relp("10.0.0.1", 2514))
+        );
+        assert_eq!(
+            Region::Other.destination(Some("intake.example:2514"), RELP),
+            Ok(relp("relp.intake.example", 2514))
+        );
+    }
+
+    #[test]
+    fn describe_names_the_output() {
+        assert_eq!(
+            dest("intake.sekoia.io", 10514).describe(),
+            "intake.sekoia.io:10514 over syslog/TLS"
+        );
+        assert_eq!(
+            relp("relp.intake.sekoia.io", 11514).describe(),
+            "relp.intake.sekoia.io:11514 over RELP (TLS, window 128)"
+        );
+    }
+
+    #[test]
+    fn a_destination_written_before_outputs_existed_reads_as_tls() {
+        let old: Destination =
+            serde_json::from_str(r#"{"host":"intake.sekoia.io","port":10514}"#).unwrap();
+        assert_eq!(old, dest("intake.sekoia.io", 10514));
+        let json = serde_json::to_string(&relp("r", 1)).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Destination>(&json).unwrap(),
+            relp("r", 1)
+        );
     }
 
     #[test]
@@ -238,27 +366,27 @@ mod tests {
     #[test]
     fn every_region_sends_to_its_host_on_10514() {
         assert_eq!(
-            Region::Fra1.destination(None),
+            Region::Fra1.destination(None, Output::Tls),
             Ok(dest("intake.sekoia.io", 10514))
         );
         assert_eq!(
-            Region::Fra2.destination(None),
+            Region::Fra2.destination(None, Output::Tls),
             Ok(dest("intake.fra2.sekoia.io", 10514))
         );
         assert_eq!(
-            Region::Mco1.destination(None),
+            Region::Mco1.destination(None, Output::Tls),
             Ok(dest("intake.mco1.sekoia.io", 10514))
         );
         assert_eq!(
-            Region::Uae1.destination(None),
+            Region::Uae1.destination(None, Output::Tls),
             Ok(dest("intake.uae1.sekoia.io", 10514))
         );
         assert_eq!(
-            Region::Usa1.destination(None),
+            Region::Usa1.destination(None, Output::Tls),
             Ok(dest("intake.usa1.sekoia.io", 10514))
         );
         assert_eq!(
-            Region::Sgp1.destination(None),
+            Region::Sgp1.destination(None, Output::Tls),
             Ok(dest("intake.sgp1.sekoia.io", 10514))
         );
     }
@@ -266,7 +394,7 @@ mod tests {
     #[test]
     fn region_ignores_endpoint_unless_other() {
         assert_eq!(
-            Region::Fra1.destination(Some("relay.example:6514")),
+            Region::Fra1.destination(Some("relay.example:6514"), Output::Tls),
             Ok(dest("intake.sekoia.io", 10514))
         );
     }
@@ -274,11 +402,11 @@ mod tests {
     #[test]
     fn other_without_endpoint_is_an_error() {
         assert_eq!(
-            Region::Other.destination(None),
+            Region::Other.destination(None, Output::Tls),
             Err(RegionError::MissingEndpoint)
         );
         assert_eq!(
-            Region::Other.destination(Some("  ")),
+            Region::Other.destination(Some("  "), Output::Tls),
             Err(RegionError::MissingEndpoint)
         );
     }
@@ -286,7 +414,7 @@ mod tests {
     #[test]
     fn endpoint_port_defaults_to_10514() {
         assert_eq!(
-            Region::Other.destination(Some("relay.example")),
+            Region::Other.destination(Some("relay.example"), Output::Tls),
             Ok(dest("relay.example", 10514))
         );
         assert_eq!(

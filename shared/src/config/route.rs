@@ -5,7 +5,9 @@
 //! HOST[:PORT]` sends there and implies `OTHER` (writing `region: OTHER` beside it is
 //! allowed, any other region beside it is a problem). Two spellings of one place (`FRA1` and
 //! `endpoint: intake.sekoia.io`, or a host in capitals) are one destination: see
-//! [`Destination::same_place`](crate::config::Destination::same_place).
+//! [`Destination::same_place`](crate::config::Destination::same_place). The output (TLS or
+//! RELP, `RELP_OUTPUT`) is the global one, with the RELP target rules applied to the
+//! entry's own region or endpoint.
 
 use std::collections::HashMap;
 
@@ -61,7 +63,9 @@ pub(crate) fn read(
             report.problem(at.file, at.label, "region", what, fix);
             default.clone()
         }
-        (Some(region), None) => region.destination(None).unwrap_or_else(|_| default.clone()),
+        (Some(region), None) => region
+            .destination(None, default.output)
+            .unwrap_or_else(|_| default.clone()),
         (Some(region), Some(_)) if region != Region::Other => {
             let what = format!("region {region} and an endpoint are both given");
             let fix = "keep `endpoint` alone (it implies OTHER), or remove it to use the region";
@@ -73,7 +77,8 @@ pub(crate) fn read(
             report.problem(at.file, at.label, "endpoint", what, fix);
             default.clone()
         }
-        (_, Some(Ok(endpoint))) => match Region::Other.destination(Some(&endpoint)) {
+        (_, Some(Ok(endpoint))) => match Region::Other.destination(Some(&endpoint), default.output)
+        {
             Ok(destination) => destination,
             Err(e) => {
                 let fix = "write HOST[:PORT], e.g. intake.sekoia.io or [2001:db8::1]:10514";

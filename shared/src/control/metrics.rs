@@ -285,7 +285,7 @@ impl StatusCollector {
                 .map(|(l, c)| (l.clone(), ConstCounter::new(f(c))))
                 .collect::<Vec<_>>()
         };
-        let counters: [UplinkFamily; 6] = [
+        let counters: [UplinkFamily; 8] = [
             (
                 "uplink_events_sent",
                 "Events confirmed received by the destination.",
@@ -316,6 +316,16 @@ impl StatusCollector {
                 "Connections that broke with unconfirmed data.",
                 |c| c.write_failures,
             ),
+            (
+                "uplink_relp_sessions",
+                "RELP sessions opened (RELP output).",
+                |c| c.relp_sessions,
+            ),
+            (
+                "uplink_relp_acknowledged",
+                "Events the RELP receiver answered (RELP output).",
+                |c| c.relp_acknowledged,
+            ),
         ];
         for (name, help, f) in counters {
             family(e, name, help, counter(f))?;
@@ -329,6 +339,16 @@ impl StatusCollector {
             "uplink_connections",
             "Uplink TLS connections up now.",
             up,
+        )?;
+        let window = all
+            .iter()
+            .map(|(l, c)| (l.clone(), ConstGauge::new(c.relp_window_in_use as i64)))
+            .collect();
+        family(
+            e,
+            "uplink_relp_window_in_use",
+            "Events sent over RELP and not answered yet.",
+            window,
         )
     }
 }

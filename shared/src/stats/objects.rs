@@ -160,6 +160,9 @@ impl Interval<'_> {
                     .with("resent", pool(|c| c.resent_events))
                     .with("down.duration", u.down_s)
                     .with("worker.restarts", u.worker.restarts)
+                    .with("relp.sessions", pool(|c| c.relp_sessions))
+                    .with("relp.window", now.map_or(0, |c| c.relp_window_in_use))
+                    .with("relp.acknowledged", pool(|c| c.relp_acknowledged))
             })
             .collect()
     }

@@ -27,10 +27,12 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tracing::{info, warn};
 
+use crate::config::Output;
 use crate::log_limit::{Repeating, Report};
 use crate::uplink::backoff::Backoff;
 use crate::uplink::delivery::{unacked_bytes, CountingStream, DeliveryTracker};
 use crate::uplink::dispatcher::{Batch, Outcome};
+use crate::uplink::relp_session::RelpOpened;
 use crate::uplink::{UplinkConfig, UplinkCounters, UplinkError, Wakeup};
 
 /// TCP keepalive: finds a dead idle peer long before the kernel default (2 hours).
@@ -51,16 +53,16 @@ pub(crate) struct Connection {
 }
 
 /// A connected, handshaken session.
-struct Established {
-    tls: TlsStream<CountingStream>,
+pub(crate) struct Established {
+    pub tls: TlsStream<CountingStream>,
     /// A duplicate of the socket's descriptor, to ask the kernel about acknowledgements.
-    probe: std::net::TcpStream,
+    pub probe: std::net::TcpStream,
     /// Raw bytes written to the socket so far (TLS records included).
-    written: Arc<AtomicU64>,
-    peer: SocketAddr,
+    pub written: Arc<AtomicU64>,
+    pub peer: SocketAddr,
 }
 
-enum SessionEnd {
+pub(crate) enum SessionEnd {
     /// Told to stop; closed with close_notify.
     Stopped,
     Broken {
@@ -79,12 +81,12 @@ impl Connection {
         let mut failing = Repeating::default();
         while !*stop.borrow() {
             let opened = tokio::select! {
-                opened = self.open() => opened,
+                opened = self.open_session() => opened,
                 _ = stop.wait_for(|s| *s) => break,
             };
             match opened {
                 Err(error) => self.attempt_failed(&error, &mut failing),
-                Ok(conn) => {
+                Ok((conn, relp)) => {
                     let up_since = Instant::now();
                     if let Some(Report::Ended { total, lasted }) = failing.cleared(up_since) {
                         info!(connection = self.id, host = %cfg.host, failed_attempts = total,
@@ -95,7 +97,10 @@ impl Connection {
                     self.row(|c| c.set_up(true));
                     info!(connection = self.id, host = %cfg.host, port = cfg.port, peer = %conn.peer,
                           "uplink connected");
-                    let end = self.session(conn).await;
+                    let end = match relp {
+                        None => self.session(conn).await,
+                        Some(opened) => self.relp_session(conn, opened).await,
+                    };
                     self.counters.connections_up.fetch_sub(1, Ordering::Relaxed);
                     self.row(|c| c.set_up(false));
                     backoff.session_ended(up_since.elapsed());
@@ -156,8 +161,13 @@ impl Connection {
     }
 
     fn session_broken(&self, error: &UplinkError, unconfirmed: usize) {
-        if unconfirmed == 0 && matches!(error, UplinkError::PeerClosed { .. }) {
-            info!(connection = self.id, host = %self.cfg.host, "intake closed an idle uplink connection, reconnecting");
+        let orderly = matches!(
+            error,
+            UplinkError::PeerClosed { .. } | UplinkError::RelpServerClose { .. }
+        );
+        if unconfirmed == 0 && orderly {
+            info!(connection = self.id, host = %self.cfg.host, reason = %error,
+                  "intake closed an idle uplink connection, reconnecting");
             return;
         }
         self.counters.write_failures.fetch_add(1, Ordering::Relaxed);
@@ -167,6 +177,17 @@ impl Connection {
             self.id,
             format_args!("uplink connection {}: {error}", self.id),
         );
+    }
+
+    /// [`Connection::open`], then, for the RELP output, RELP's `open` exchange: a server that
+    /// refuses it is a failed attempt, like a failed handshake.
+    async fn open_session(&self) -> Result<(Established, Option<RelpOpened>), UplinkError> {
+        let mut conn = self.open().await?;
+        let relp = match self.cfg.output {
+            Output::Tls => None,
+            Output::Relp { window } => Some(self.relp_open(&mut conn, window).await?),
+        };
+        Ok((conn, relp))
     }
 
     /// Resolve, connect and handshake, each step under its timeout.

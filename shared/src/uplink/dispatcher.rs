@@ -15,7 +15,8 @@
 //! Invariant: for every source, `outstanding` lists, in position order, every span read but not
 //! committed; `commit(p)` is only called with the end of a confirmed span whose predecessors are
 //! all confirmed. On shutdown it keeps going until everything read is confirmed and every source
-//! is empty, or `drain_timeout` elapsed, or no connection is up (nothing could be delivered);
+//! is empty, or `drain_timeout` elapsed, or no connection is up after attempts failed (nothing
+//! could be delivered);
 //! then it closes the channel, tells connections to stop, and keeps committing what they still
 //! confirm until the last one is gone.
 
@@ -102,6 +103,15 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// Some connection attempt or connection has failed since the uplink started.
+    fn tried_and_failed(&self) -> bool {
+        let c = &self.counters;
+        let failed = c.connect_failures.load(Ordering::Relaxed)
+            + c.tls_failures.load(Ordering::Relaxed)
+            + c.write_failures.load(Ordering::Relaxed);
+        failed > 0
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         cfg: &UplinkConfig,
@@ -166,9 +176,13 @@ impl Dispatcher {
                     warn!(timeout = ?self.drain_timeout, "uplink drain timed out, the rest stays queued");
                     break;
                 }
-                // Without a connection nothing can be delivered: waiting for the timeout
-                // would only delay the save of the rings (a container would be killed first).
-                if self.counters.connections_up.load(Ordering::Relaxed) == 0 {
+                // With no connection up after attempts failed, nothing can be delivered:
+                // waiting for the timeout would only delay the save of the rings (a container
+                // would be killed first). A pool that has not tried yet (a stop right after
+                // the start) still gets its chance.
+                if self.counters.connections_up.load(Ordering::Relaxed) == 0
+                    && self.tried_and_failed()
+                {
                     warn!("uplink not connected at stop: no drain, the rest stays queued");
                     break;
                 }

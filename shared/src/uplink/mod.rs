@@ -16,6 +16,9 @@
 //! * `connection` runs one TLS connection: resolve + connect, handshake, write, watch the peer,
 //!   reconnect with `backoff` (exponential, full jitter).
 //! * `delivery` decides when written bytes are *surely received* (peer TCP ack + grace window).
+//! * `relp_session` replaces the session of a connection when the destination's output is
+//!   RELP: each event is a `syslog` command and is received once the server answered it
+//!   (`crate::relp`); the pool, fairness, queue and re-send rules are the same.
 //! * `tls` builds the rustls client configuration (system roots + optional CA file).
 //!
 //! Invariants: a source position is committed only after every byte before it was confirmed
@@ -30,6 +33,7 @@ mod backoff;
 mod connection;
 mod delivery;
 mod dispatcher;
+mod relp_session;
 mod tls;
 
 #[cfg(test)]
@@ -43,6 +47,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
+use crate::config::Output;
 pub use tls::client_config;
 
 /// One queue the uplink drains (an intake's queue: `queue::intake::IntakeQueue`).
@@ -124,6 +129,8 @@ pub struct UplinkConfig {
     /// cross-process wakeup, one TLS record, one acknowledgement poll) per event. Only an idle
     /// uplink lingers; a busy one never sleeps, so this bounds the latency it adds.
     pub linger: Duration,
+    /// Octet-counted syslog over TLS, or RELP over TLS with its window.
+    pub output: Output,
 }
 
 impl UplinkConfig {
@@ -147,6 +154,7 @@ impl UplinkConfig {
             healthy_after: Duration::from_secs(10),
             idle_wait: Duration::from_millis(100),
             linger: Duration::from_millis(5),
+            output: Output::Tls,
         }
     }
 }
@@ -168,6 +176,12 @@ pub struct UplinkCounters {
     /// Events handed back for re-sending after a connection failure.
     pub resent_events: AtomicU64,
     pub connections_up: AtomicU64,
+    /// RELP sessions opened (the server accepted our `open`).
+    pub relp_sessions: AtomicU64,
+    /// RELP events sent and not answered yet, over all connections (a gauge).
+    pub relp_window_in_use: AtomicU64,
+    /// RELP events the server acknowledged (`rsp 200`).
+    pub relp_acknowledged: AtomicU64,
     /// Last failure, `"<UTC time> <what>"`.
     pub last_error: Mutex<Option<String>>,
     /// Per source (intake queue), in the order the uplink was given them; set once at start.
@@ -251,6 +265,12 @@ pub struct UplinkSnapshot {
     pub write_failures: u64,
     pub resent_events: u64,
     pub connections_up: u64,
+    #[serde(default)]
+    pub relp_sessions: u64,
+    #[serde(default)]
+    pub relp_window_in_use: u64,
+    #[serde(default)]
+    pub relp_acknowledged: u64,
     pub last_error: Option<String>,
     #[serde(default)]
     pub sources: Vec<SourceSnapshot>,
@@ -275,6 +295,9 @@ impl UplinkCounters {
             write_failures: get(&self.write_failures),
             resent_events: get(&self.resent_events),
             connections_up: get(&self.connections_up),
+            relp_sessions: get(&self.relp_sessions),
+            relp_window_in_use: get(&self.relp_window_in_use),
+            relp_acknowledged: get(&self.relp_acknowledged),
             last_error: self.last_error.lock().map(|e| e.clone()).unwrap_or(None),
             sources: self
                 .sources
@@ -427,6 +450,23 @@ pub enum UplinkError {
     Read {
         host: String,
         source: std::io::Error,
+    },
+    #[error("RELP session with {host} ({peer}): {problem}")]
+    Relp {
+        host: String,
+        peer: std::net::SocketAddr,
+        problem: String,
+    },
+    #[error("RELP server {host} ({peer}) announced it closes the session (serverclose)")]
+    RelpServerClose {
+        host: String,
+        peer: std::net::SocketAddr,
+    },
+    #[error("RELP server {host} answered none of {waiting} events for {after:?}")]
+    RelpStalled {
+        host: String,
+        waiting: usize,
+        after: Duration,
     },
     #[error("cannot query unacknowledged bytes: {0}")]
     AckQuery(std::io::Error),

@@ -359,6 +359,19 @@ fn run(args: &Args) -> Result<usize> {
             rows.push(row);
         }
     }
+    for relp in relp_scenarios() {
+        if !wanted(relp.name) {
+            continue;
+        }
+        eprintln!("== {}: {}", relp.name, relp.what);
+        for output in [Output::Tls, Output::Relp] {
+            let label = output.label();
+            let row = run_output(&ctx, &relp, output, args.scale)
+                .unwrap_or_else(|e| Row::failed(relp.name, label, &relp, format!("{e:#}")));
+            report::print_row(&row);
+            rows.push(row);
+        }
+    }
     let backlog = backlog_scenario();
     if wanted(backlog.name) {
         eprintln!("== {}: {}", backlog.name, backlog.what);
@@ -442,6 +455,95 @@ fn run_peer(ctx: &Ctx, sc: &Scenario, kind: Kind, args: &Args) -> Result<Row> {
         } else {
             format!("{raised}; {}", row.note)
         };
+    }
+    Ok(row)
+}
+
+/// Our two outputs, for the RELP scenario.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Tls,
+    Relp,
+}
+
+impl Output {
+    fn label(self) -> &'static str {
+        match self {
+            Output::Tls => "sekoia-forwarder TLS output",
+            Output::Relp => "sekoia-forwarder RELP output",
+        }
+    }
+}
+
+/// Our two outputs under the same load: as fast as accepted, and at 10,000 events/s (below
+/// both ceilings, so that the CPU per event compares the outputs and not a journal spill).
+fn relp_scenarios() -> Vec<Scenario> {
+    let outputs = "the TLS output straight to the sink vs the RELP output to rsyslog imrelp \
+                   (TLS, OpenSSL), which relays to the sink over plain TCP";
+    let base = Scenario {
+        name: "relp-300-octet",
+        what: format!(
+            "ours only: TCP 300 B, octet-counted, 4 connections, as fast as accepted; {outputs}"
+        ),
+        load: Load::Tcp { lf: false },
+        size: 300,
+        connections: 4,
+        spread: false,
+        duration: 6.0,
+        events: None,
+        rate: 0,
+    };
+    vec![
+        base.clone(),
+        Scenario {
+            name: "relp-300-10k",
+            what: format!(
+                "ours only: TCP 300 B, octet-counted, 4 connections at 10,000 events/s; {outputs}"
+            ),
+            rate: 10_000,
+            ..base
+        },
+    ]
+}
+
+/// One run of the RELP scenario with `output`. CPU and memory are our process tree's only
+/// (the relay's CPU per event is in the note).
+fn run_output(ctx: &Ctx, sc: &Scenario, output: Output, scale: f64) -> Result<Row> {
+    let sink = Sink::start(ctx, output == Output::Relp, false)?;
+    let relay = match output {
+        Output::Tls => None,
+        Output::Relp => Some(peers::RelpRelay::start(ctx, sink.port)?),
+    };
+    let mut peer = match &relay {
+        None => Peer::start(ctx, Kind::Ours, false, sink.port, 0)?,
+        Some(relay) => Peer::start_relp(ctx, relay.port)?,
+    };
+    let pids = peer.pids.clone();
+    let relay_pids: Vec<i32> = relay.iter().map(|r| r.pid).collect();
+    let sampler = procstat::MemorySampler::start(pids.clone(), peer.shm.clone());
+    let (cpu0, relay_cpu0) = (procstat::cpu_us(&pids), procstat::cpu_us(&relay_pids));
+    let gen = peers::run_loadgen(
+        ctx,
+        &sc.loadgen_args(peer.port, scale),
+        Duration::from_secs(180),
+    )?;
+    let got = sink.finish(gen["sent"].as_u64().unwrap_or(0))?;
+    peer.check_alive()?;
+    let cpu = procstat::cpu_us(&pids).saturating_sub(cpu0);
+    let relay_cpu = procstat::cpu_us(&relay_pids).saturating_sub(relay_cpu0);
+    let usage = report::Usage {
+        cpu_us: cpu,
+        rss: procstat::peak_rss(&pids),
+        pss: sampler.finish().pss,
+        shm: None,
+    };
+    peer.stop();
+    let mut row = Row::measured(sc.name, output.label(), sc, &gen, &got, Some(usage), true)?;
+    if output == Output::Relp {
+        row.note = format!(
+            "receiver: rsyslog imrelp relaying to the sink ({:.2} µs/event of its own CPU)",
+            relay_cpu as f64 / row.delivered.max(1) as f64
+        );
     }
     Ok(row)
 }

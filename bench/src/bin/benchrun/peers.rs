@@ -267,10 +267,35 @@ impl Peer {
         sessions: usize,
         intake_yaml: &str,
     ) -> Result<Self> {
+        Self::start_full(ctx, kind, udp, sink_port, sessions, intake_yaml, &[])
+    }
+
+    /// Ours with the RELP output (`RELP_OUTPUT`), to a RELP server on `relp_port`.
+    pub fn start_relp(ctx: &Ctx, relp_port: u16) -> Result<Self> {
+        Self::start_full(
+            ctx,
+            Kind::Ours,
+            false,
+            relp_port,
+            0,
+            "",
+            &[("RELP_OUTPUT", "1")],
+        )
+    }
+
+    fn start_full(
+        ctx: &Ctx,
+        kind: Kind,
+        udp: bool,
+        sink_port: u16,
+        sessions: usize,
+        intake_yaml: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let port = free_port()?;
         let dir = ctx.fresh_dir(kind.label())?;
         let (child, shm) = match kind {
-            Kind::Ours => start_ours(ctx, &dir, udp, port, sink_port, intake_yaml)?,
+            Kind::Ours => start_ours(ctx, &dir, (udp, port, sink_port), intake_yaml, env)?,
             Kind::Rsyslog => (
                 start_rsyslog(ctx, &dir, udp, port, sink_port, sessions)?,
                 None,
@@ -390,13 +415,13 @@ fn log_files(dir: &Path) -> Result<(fs::File, fs::File)> {
     ))
 }
 
+/// `(udp, port, sink_port)`: the intake and where the uplink sends.
 fn start_ours(
     ctx: &Ctx,
     dir: &Path,
-    udp: bool,
-    port: u16,
-    sink_port: u16,
+    (udp, port, sink_port): (bool, u16, u16),
     intake_yaml: &str,
+    env: &[(&str, &str)],
 ) -> Result<(Child, Option<PathBuf>)> {
     let yaml = format!(
         "intakes:\n- name: Bench\n  protocol: {}\n  port: {port}\n  intake_key: {INTAKE_KEY}\n{intake_yaml}",
@@ -443,6 +468,7 @@ fn start_ours(
         .arg(dir.join("stats.log"))
         .arg("--extended-conf")
         .arg(dir.join("extended_conf"))
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -487,6 +513,76 @@ fn start_rsyslog(
         .stderr(err)
         .spawn()
         .context("start rsyslogd")
+}
+
+/// rsyslog's RELP server (`imrelp`, TLS through OpenSSL with the bench certificates) relaying
+/// every message as received, octet-counted over plain TCP, to the sink: the receiver of the
+/// RELP scenario. Stopped by its pid.
+pub struct RelpRelay {
+    child: Child,
+    pub port: u16,
+    pub pid: i32,
+}
+
+impl RelpRelay {
+    pub fn start(ctx: &Ctx, sink_port: u16) -> Result<Self> {
+        let port = free_port()?;
+        let dir = ctx.fresh_dir("imrelp")?;
+        let work = dir.join("work");
+        fs::create_dir_all(&work)?;
+        let conf = dir.join("rsyslog.conf");
+        fs::write(
+            &conf,
+            format!(
+                r#"global(workDirectory="{work}" maxMessageSize="300k")
+module(load="imrelp" tls.tlslib="openssl")
+input(type="imrelp" port="{port}" maxDataSize="300k" tls="on" ruleset="relay"
+      tls.cacert="{ca}" tls.mycert="{cert}" tls.myprivkey="{key}")
+template(name="asReceived" type="string" string="%rawmsg%\n")
+ruleset(name="relay") {{
+  action(type="omfwd" target="127.0.0.1" port="{sink_port}" protocol="tcp"
+         TCP_Framing="octet-counted" template="asReceived")
+}}
+"#,
+                work = work.display(),
+                ca = ctx.certs.ca.display(),
+                cert = ctx.certs.cert.display(),
+                key = ctx.certs.key.display(),
+            ),
+        )?;
+        let (out, err) = log_files(&dir)?;
+        let child = Command::new(RSYSLOGD)
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .context("start rsyslogd with imrelp")?;
+        let pid = child.id() as i32;
+        let mut relay = Self { child, port, pid };
+        if !wait_until(Duration::from_secs(15), || listening(port, false)) {
+            relay.stop();
+            bail!(
+                "rsyslog imrelp did not listen on {port} (apt-get install rsyslog-relp); log:\n{}",
+                tail(&fs::read_to_string(dir.join("stderr.log")).unwrap_or_default())
+            );
+        }
+        Ok(relay)
+    }
+
+    pub fn stop(&mut self) {
+        stop_child(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+impl Drop for RelpRelay {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Runs the load generator to completion (bounded by `limit`) and returns its report. Its

@@ -50,6 +50,7 @@ impl Fixture {
             destination: Destination {
                 host: "intake.sekoia.io".to_string(),
                 port: UPLINK_PORT,
+                output: Default::default(),
             },
             ca_file: None,
             spool_dir: self.path("spool"),

@@ -269,6 +269,7 @@ fn each_intake_s_output_names_and_counts_its_own_destination() {
     let usa = Destination {
         host: "intake.usa1.sekoia.io".to_string(),
         port: 10514,
+        output: Default::default(),
     };
     let mut cfg = config();
     cfg.intakes[1].destination = usa.clone();

@@ -29,7 +29,7 @@ pub struct Received {
 }
 
 impl Received {
-    fn add(&self, line: &[u8]) {
+    pub fn add(&self, line: &[u8]) {
         if let Ok(mut lines) = self.lines.lock() {
             lines.push(line.to_vec());
         }

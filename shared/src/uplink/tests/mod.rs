@@ -3,6 +3,7 @@
 //! handshake failures, a receiver that comes up late or stops reading.
 
 pub(crate) mod harness;
+mod relp;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -37,7 +37,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         "configuration OK: {} intake(s){}, default destination {}{}",
         cfg.intakes.len(),
         if cfg.stats.is_some() {
-            " + a monitoring entry (its reports are not sent yet)"
+            " + a monitoring entry"
         } else {
             ""
         },

@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::TestCerts;
+use crate::{wait_until, TestCerts};
 
 #[derive(Default)]
 struct Shared {
@@ -100,6 +100,21 @@ impl TlsSink {
                 .0;
         }
         lines.clone()
+    }
+
+    /// The lines of test events tagged `tag` (`... {tag} seq=N ...`), in arrival order.
+    pub fn tagged(&self, tag: &str) -> Vec<Vec<u8>> {
+        let needle = format!(" {tag} seq=");
+        self.lines()
+            .into_iter()
+            .filter(|l| String::from_utf8_lossy(l).contains(&needle))
+            .collect()
+    }
+
+    /// Waits up to `limit` for `n` lines tagged `tag`; returns those that arrived.
+    pub fn wait_tagged(&self, tag: &str, n: usize, limit: Duration) -> Vec<Vec<u8>> {
+        wait_until(limit, || self.tagged(tag).len() >= n);
+        self.tagged(tag)
     }
 
     pub fn framing_errors(&self) -> Vec<String> {

@@ -40,19 +40,10 @@ fn send_padded(
     c.write_all(batch.as_bytes())
 }
 
-fn tagged(sink: &TlsSink, tag: &str) -> Vec<Vec<u8>> {
-    let needle = format!(" {tag} seq=");
-    sink.lines()
-        .into_iter()
-        .filter(|l| String::from_utf8_lossy(l).contains(&needle))
-        .collect()
-}
-
 fn wait_tagged(sink: &TlsSink, tag: &str, n: usize, fwd: &Forwarder) -> Vec<Vec<u8>> {
-    let ok = wait_until(WAIT, || tagged(sink, tag).len() >= n);
-    let lines = tagged(sink, tag);
+    let lines = sink.wait_tagged(tag, n, WAIT);
     assert!(
-        ok,
+        lines.len() >= n,
         "{} of {n} `{tag}` lines arrived\n{}",
         lines.len(),
         fwd.stderr()
@@ -144,7 +135,7 @@ fn a_destination_that_is_down_delays_nothing_of_the_other_and_gets_its_backlog_b
     assert_eq!(counts.len(), 3000, "nothing lost");
     assert_eq!(seqs_in_arrival_order(&y).first(), Some(&0), "oldest first");
     assert!(
-        tagged(&sink_x, "y").is_empty(),
+        sink_x.tagged("y").is_empty(),
         "Y's events went only to Y's destination"
     );
     println!(

@@ -54,20 +54,14 @@ fn send(port: u16, tag: &str, seqs: std::ops::Range<u64>) {
     }
 }
 
-fn with_tag<'a>(lines: &'a [Vec<u8>], tag: &str) -> Vec<&'a Vec<u8>> {
-    let needle = format!(" {tag} seq=");
-    lines
-        .iter()
-        .filter(|l| String::from_utf8_lossy(l).contains(&needle))
-        .collect()
-}
-
 /// Waits until the sink holds `n` lines tagged `tag`; returns them.
 fn wait_tagged(sink: &TlsSink, tag: &str, n: usize) -> Vec<Vec<u8>> {
-    let ok = wait_until(WAIT, || with_tag(&sink.lines(), tag).len() >= n);
-    let lines = sink.lines();
-    let tagged: Vec<Vec<u8>> = with_tag(&lines, tag).into_iter().cloned().collect();
-    assert!(ok, "{} of {n} `{tag}` lines arrived", tagged.len());
+    let tagged = sink.wait_tagged(tag, n, WAIT);
+    assert!(
+        tagged.len() >= n,
+        "{} of {n} `{tag}` lines arrived",
+        tagged.len()
+    );
     tagged
 }
 
@@ -123,10 +117,10 @@ fn reload_adds_and_removes_intakes_and_keeps_unchanged_workers_and_connections()
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let ok = wait_until(WAIT, || {
         let _ = udp.send_to(line(0, "added").as_bytes(), ("127.0.0.1", pc));
-        !with_tag(&sink.lines(), "added").is_empty()
+        !sink.tagged("added").is_empty()
     });
     assert!(ok, "the added UDP intake delivers\n{}", fwd.stderr());
-    let added = with_tag(&sink.lines(), "added")[0].clone();
+    let added = sink.tagged("added")[0].clone();
     assert!(
         String::from_utf8_lossy(&added).contains(KEY_C),
         "tagged with its key"
@@ -228,7 +222,7 @@ fn events_flowing_through_a_reload_that_changes_and_adds_intakes_all_arrive() {
         let stop = Arc::clone(&stop);
         move || send_until(pa, "flow", stop)
     });
-    assert!(wait_until(WAIT, || with_tag(&sink.lines(), "flow").len() >= 500));
+    assert!(wait_until(WAIT, || sink.tagged("flow").len() >= 500));
 
     // A new key for the flowing intake (its worker is replaced) and a new intake (the
     // uplink is replaced), by SIGHUP.
@@ -257,18 +251,10 @@ fn events_flowing_through_a_reload_that_changes_and_adds_intakes_all_arrive() {
 
     let want = confirmed.len();
     let ok = wait_until(WAIT, || {
-        let lines = sink.lines();
-        let counts = sequence_counts(
-            &with_tag(&lines, "flow")
-                .into_iter()
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
+        let counts = sequence_counts(&sink.tagged("flow"));
         confirmed.iter().all(|s| counts.contains_key(s))
     });
-    let lines = sink.lines();
-    let flow: Vec<Vec<u8>> = with_tag(&lines, "flow").into_iter().cloned().collect();
-    let counts = sequence_counts(&flow);
+    let counts = sequence_counts(&sink.tagged("flow"));
     let missing: Vec<&u64> = confirmed
         .iter()
         .filter(|s| !counts.contains_key(s))

@@ -218,7 +218,17 @@ fn debian_package_installs_upgrades_and_purges_in_a_container() {
 
     let script = root.join("tests/deploy/package-in-container.sh");
     let out = Command::new("docker")
-        .args(["run", "--rm", "--network", "host", "-v"])
+        // A host's /dev/shm (half its RAM), not Docker's 64 MiB default: the shipped
+        // configuration's rings need about 64 MiB, which `check` verifies.
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--shm-size",
+            "256m",
+            "-v",
+        ])
         .arg(format!("{}:/pkg:ro", w.display()))
         .arg("-v")
         .arg(format!("{}:/test.sh:ro", script.display()))

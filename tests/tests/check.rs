@@ -236,17 +236,15 @@ fn check_creates_nothing_under_spool_dir_or_shm_dir() {
     }
 }
 
-#[test]
-fn check_connect_reaches_a_tls_listener_and_reports_each_step() {
-    let certs = TestCerts::new(&["localhost", "127.0.0.1"]);
-    let sink = TlsSink::start(&certs);
+/// `check --connect` to `host:port` with the test CA, for a one-intake configuration.
+fn check_connect(certs: &TestCerts, host: &str, port: u16) -> Outcome {
     let setup = Setup::new(&format!(
         "intakes:\n{}",
         tcp_intake("In", free_tcp_port().into())
     ));
-    let endpoint = format!("localhost:{}", sink.port);
+    let endpoint = format!("{host}:{port}");
     let ca = certs.ca_pem.to_str().expect("utf-8 path");
-    let out = setup.check(&[
+    setup.check(&[
         "--connect",
         "--region",
         "OTHER",
@@ -254,7 +252,14 @@ fn check_connect_reaches_a_tls_listener_and_reports_each_step() {
         &endpoint,
         "--ca-file",
         ca,
-    ]);
+    ])
+}
+
+#[test]
+fn check_connect_reaches_a_tls_listener_and_reports_each_step() {
+    let certs = TestCerts::new(&["localhost", "127.0.0.1"]);
+    let sink = TlsSink::start(&certs);
+    let out = check_connect(&certs, "localhost", sink.port);
     assert_eq!(out.code, 0, "{}", out.text());
     let o = &out.stdout;
     let resolved = o.lines().find(|l| l.starts_with("resolve localhost: "));
@@ -304,21 +309,7 @@ fn check_connect_to_a_closed_port_fails_at_the_connect_step() {
 fn check_connect_to_a_certificate_for_another_name_fails_at_the_tls_step() {
     let certs = TestCerts::new(&["other.example"]);
     let sink = TlsSink::start(&certs);
-    let setup = Setup::new(&format!(
-        "intakes:\n{}",
-        tcp_intake("In", free_tcp_port().into())
-    ));
-    let endpoint = format!("127.0.0.1:{}", sink.port);
-    let ca = certs.ca_pem.to_str().expect("utf-8 path");
-    let out = setup.check(&[
-        "--connect",
-        "--region",
-        "OTHER",
-        "--endpoint",
-        &endpoint,
-        "--ca-file",
-        ca,
-    ]);
+    let out = check_connect(&certs, "127.0.0.1", sink.port);
     assert_eq!(out.code, 1, "{}", out.text());
     assert!(
         out.stdout

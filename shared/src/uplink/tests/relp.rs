@@ -35,6 +35,30 @@ enum Script {
 
 const OPEN_ANSWER: &[u8] = b"200 OK\nrelp_version=0\nrelp_software=scripted,1\ncommands=syslog\n";
 
+/// A scripted RELP server on loopback: what it received, its task, its port, our CA file
+/// (kept on disk while `_pki` lives).
+struct Scripted {
+    received: Arc<Received>,
+    server: JoinHandle<()>,
+    port: u16,
+    ca_file: std::path::PathBuf,
+    _pki: super::harness::TestPki,
+}
+
+async fn scripted(script: Script) -> Scripted {
+    let pki = pki(&["127.0.0.1"]);
+    let (l, port) = listener().await;
+    let received = Arc::new(Received::default());
+    let server = serve_relp(l, Arc::clone(&pki.server), Arc::clone(&received), script);
+    Scripted {
+        received,
+        server,
+        port,
+        ca_file: pki.ca_file.clone(),
+        _pki: pki,
+    }
+}
+
 fn serve_relp(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -146,20 +170,18 @@ const NO_SLACK: Duration = Duration::ZERO;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relp_events_arrive_once_without_octet_count_and_commit_after_answers() {
-    let pki = pki(&["127.0.0.1"]);
-    let (l, port) = listener().await;
-    let received = Arc::new(Received::default());
-    let server = serve_relp(
-        l,
-        Arc::clone(&pki.server),
-        Arc::clone(&received),
-        Script::Answer,
-    );
+    let Scripted {
+        received,
+        server,
+        port,
+        ca_file,
+        _pki,
+    } = scripted(Script::Answer).await;
     let sources = [
         MemSource::new("alpha", 2_000, 40),
         MemSource::new("beta", 300, 300),
     ];
-    let up = start(relp_config(port, pki.ca_file.clone(), 16), &sources);
+    let up = start(relp_config(port, ca_file.clone(), 16), &sources);
     let counters = Arc::clone(&up.counters);
     up.stop().await.unwrap();
 
@@ -179,17 +201,15 @@ async fn relp_events_arrive_once_without_octet_count_and_commit_after_answers() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_syslog_is_refused_at_open_and_nothing_is_committed() {
-    let pki = pki(&["127.0.0.1"]);
-    let (l, port) = listener().await;
-    let received = Arc::new(Received::default());
-    let server = serve_relp(
-        l,
-        Arc::clone(&pki.server),
-        Arc::clone(&received),
-        Script::NoSyslog,
-    );
+    let Scripted {
+        received,
+        server,
+        port,
+        ca_file,
+        _pki,
+    } = scripted(Script::NoSyslog).await;
     let sources = [MemSource::new("alpha", 50, 10)];
-    let up = start(relp_config(port, pki.ca_file.clone(), 16), &sources);
+    let up = start(relp_config(port, ca_file.clone(), 16), &sources);
     let counters = Arc::clone(&up.counters);
     wait_until(secs(5), "refused open reported", || {
         counters.snapshot().last_error.is_some()
@@ -216,12 +236,15 @@ async fn a_server_without_syslog_is_refused_at_open_and_nothing_is_committed() {
 
 /// Runs `script` until every event arrived; returns the counters' last error.
 async fn recovers_from(script: Script, expect_in_error: &str) {
-    let pki = pki(&["127.0.0.1"]);
-    let (l, port) = listener().await;
-    let received = Arc::new(Received::default());
-    let server = serve_relp(l, Arc::clone(&pki.server), Arc::clone(&received), script);
+    let Scripted {
+        received,
+        server,
+        port,
+        ca_file,
+        _pki,
+    } = scripted(script).await;
     let sources = [MemSource::new("alpha", 1_000, 40)];
-    let mut cfg = relp_config(port, pki.ca_file.clone(), 32);
+    let mut cfg = relp_config(port, ca_file.clone(), 32);
     cfg.connections = 1;
     let up = start(cfg, &sources);
     let counters = Arc::clone(&up.counters);
@@ -269,17 +292,15 @@ async fn a_serverclose_ends_the_session_and_the_unanswered_events_are_sent_again
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_stops_answering_fills_the_window_and_nothing_is_committed() {
-    let pki = pki(&["127.0.0.1"]);
-    let (l, port) = listener().await;
-    let received = Arc::new(Received::default());
-    let server = serve_relp(
-        l,
-        Arc::clone(&pki.server),
-        Arc::clone(&received),
-        Script::Silent,
-    );
+    let Scripted {
+        received,
+        server,
+        port,
+        ca_file,
+        _pki,
+    } = scripted(Script::Silent).await;
     let sources = [MemSource::new("alpha", 1_000, 40)];
-    let mut cfg = relp_config(port, pki.ca_file.clone(), 8);
+    let mut cfg = relp_config(port, ca_file.clone(), 8);
     cfg.connections = 1;
     cfg.write_timeout = secs(3);
     let up = start(cfg, &sources);
